@@ -1,0 +1,1 @@
+"""The ``tka`` command line (installed as the ``tka_cli`` package)."""
