@@ -94,6 +94,17 @@ class State:
 
     # -- transitions -----------------------------------------------------
 
+    @staticmethod
+    def from_checkpoint(checkpoint: AUM) -> State:
+        """The state a chain starts in at *checkpoint* (its state, positioned at it).
+
+        Unlike :meth:`apply`, state IDs are taken from the checkpoint as they
+        are: this is how a chain is bootstrapped or resumed after compaction.
+        """
+        if checkpoint.state is None:
+            raise StateError("checkpoint has no state")
+        return replace(checkpoint.state, last_aum_hash=checkpoint.hash)
+
     def apply(self, update: AUM) -> State:
         """Return the state after *update*, whose signatures the caller has checked.
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from tka.aum import AUM, aum_kind_name, hash_to_text
 from tka.key import Key
+from tka.sig import NodeKeySignature, sig_kind_name
 from tka.state import State
 
-__all__ = ["aum_json", "b32", "hx", "key_json", "state_json"]
+__all__ = ["aum_json", "b32", "hx", "key_json", "nks_json", "state_json"]
 
 
 def hx(b: bytes | None) -> str | None:
@@ -53,4 +54,17 @@ def aum_json(a: AUM) -> dict[str, Any]:
         "signatures": None
         if a.signatures is None
         else [{"key_id": hx(s.key_id), "signature": hx(s.signature)} for s in a.signatures],
+    }
+
+
+def nks_json(s: NodeKeySignature) -> dict[str, Any]:
+    """A decoded node-key signature as the vectors write it."""
+    return {
+        "sig_kind": s.sig_kind,
+        "sig_kind_name": sig_kind_name(s.sig_kind),
+        "pubkey": hx(s.pubkey),
+        "key_id": hx(s.key_id),
+        "signature": hx(s.signature),
+        "nested": None if s.nested is None else nks_json(s.nested),
+        "wrapping_pubkey": hx(s.wrapping_pubkey),
     }
