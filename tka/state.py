@@ -137,10 +137,16 @@ class State:
             old = self.get_key(key_id)
             if old is None:
                 raise StateError("update-key AUM names a key that is not trusted")
+            meta = old.meta if update.meta is None else update.meta
+            if update.votes is None and update.meta is None:
+                # Such an update can only have been made with an empty
+                # metadata map, which the wire form omits; Tailscale applies
+                # that map (nil and empty metadata encode the same).
+                meta = {}
             new = replace(
                 old,
                 votes=old.votes if update.votes is None else update.votes,
-                meta=old.meta if update.meta is None else update.meta,
+                meta=meta,
             )
             try:
                 new.static_validate()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Context", "Mismatch", "expect", "unhex"]
+__all__ = ["Context", "Mismatch", "close_store", "expect", "make_store", "unhex"]
 
 
 class Mismatch(AssertionError):
@@ -37,3 +39,28 @@ def expect(what: str, got: object, want: object) -> None:
         if len(w) > 300:
             w = w[:300] + "..."
         raise Mismatch(f"{what}: got {g}, want {w}")
+
+
+def make_store(ctx: Context, tmpdir: str, clock: Callable[[], float] | None = None) -> Any:
+    """A fresh store of the backend *ctx* selects, rooted in *tmpdir* when on disk."""
+    kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+    if ctx.store == "memory":
+        from tka.storage.memory import MemoryStore
+
+        return MemoryStore(**kwargs)
+    if ctx.store == "sqlite":
+        from tka.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(os.path.join(tmpdir, "tka.db"), **kwargs)
+    if ctx.store == "fs":
+        from tka.storage.fs import FilesystemStore
+
+        return FilesystemStore(os.path.join(tmpdir, "chonk"), **kwargs)
+    raise Mismatch(f"unknown store {ctx.store!r}")
+
+
+def close_store(store: Any) -> None:
+    """Close a store that holds resources (SQLite connections)."""
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()

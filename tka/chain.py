@@ -1,0 +1,224 @@
+"""Walking the stored AUM tree: fork choice, state at an AUM, the active chain.
+
+Twin of the chain functions in Tailscale's ``tka/tka.go``. Every node must
+pick the same head from the same stored AUMs, whatever order they arrived
+in, so the rules here are Tailscale's to the letter, iteration caps included:
+
+* from each head, walk back to the oldest stored ancestor; the active chain
+  starts at the one ancestor, or at the ancestor whose walk passed through
+  the stored last-active-ancestor hint;
+* the state at the oldest AUM comes from a checkpoint, or from applying a
+  parentless no-op / add-key AUM to the empty state;
+* walking forward, among an AUM's children the next one is the one with the
+  highest summed votes of distinct trusted signers (in the parent's state),
+  then a remove-key, then the lowest hash. If it cannot be applied the walk
+  fails: there is no falling back to a sibling.
+
+Nothing here checks signatures: AUMs are verified before they are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tka.aum import AUM, AUMKind, hash_to_text
+from tka.errors import LimitExceeded, StateError, StorageError, TKAError
+from tka.limits import MAX_SCAN_ITERATIONS
+from tka.state import State
+from tka.storage import Storage
+
+__all__ = [
+    "ActiveChain",
+    "Advancer",
+    "advance_by_primary",
+    "compute_active_chain",
+    "compute_state_at",
+    "fast_forward",
+    "pick_next_aum",
+]
+
+#: Chooses the next AUM among the children of the current one: returns the
+#: chosen AUM and the state after it, or ``(None, state)`` to stop.
+Advancer = Callable[[State, list[AUM]], tuple[AUM | None, State]]
+
+
+@dataclass(frozen=True)
+class ActiveChain:
+    """The chain an authority follows: oldest stored AUM, head, state at head."""
+
+    oldest: AUM
+    head: AUM
+    state: State
+
+
+@dataclass
+class _Candidate:
+    oldest: AUM
+    head: AUM
+    chains_through_active: bool = False
+
+
+def _need(storage: Storage, aum_hash: bytes, what: str) -> AUM:
+    aum = storage.get(aum_hash)
+    if aum is None:
+        raise StorageError(f"{what} {hash_to_text(aum_hash)}: not stored")
+    return aum
+
+
+def pick_next_aum(state: State, candidates: list[AUM]) -> AUM:
+    """Tailscale's fork choice among sibling AUMs (``pickNextAUM``)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    return min(
+        candidates,
+        key=lambda a: (-a.weight(state), a.message_kind != AUMKind.REMOVE_KEY, a.hash),
+    )
+
+
+def advance_by_primary(state: State, candidates: list[AUM]) -> tuple[AUM | None, State]:
+    """Advance along the fork-choice winner; fails if the winner cannot apply."""
+    if not candidates:
+        return None, state
+    aum = pick_next_aum(state, candidates)
+    try:
+        return aum, state.apply(aum)
+    except StateError as exc:
+        raise StateError(f"advancing state: {exc}") from None
+
+
+def fast_forward(
+    storage: Storage,
+    start: State,
+    advancer: Advancer = advance_by_primary,
+    done: Callable[[AUM, State], bool] | None = None,
+    max_iter: int = MAX_SCAN_ITERATIONS,
+) -> tuple[AUM, State]:
+    """Walk forward from the AUM *start* is positioned at until *done* or no child."""
+    if start.last_aum_hash is None:
+        raise StateError("invalid initial state: not positioned at an AUM")
+    curs = _need(storage, start.last_aum_hash, "reading next")
+    state = start
+    for _ in range(max_iter):
+        if done is not None and done(curs, state):
+            return curs, state
+        nxt, nxt_state = advancer(state, storage.children(curs.hash))
+        if nxt is None:
+            return curs, state
+        curs, state = nxt, nxt_state
+    raise LimitExceeded(f"iteration limit exceeded ({max_iter})")
+
+
+def compute_state_at(
+    storage: Storage, want: bytes, max_iter: int = MAX_SCAN_ITERATIONS
+) -> State:
+    """The state after the stored AUM *want* (``computeStateAt``).
+
+    Walks back to the nearest checkpoint or parentless AUM, then forward
+    along the same path.
+    """
+    curs = _need(storage, want, "reading")
+    path: set[bytes] = set()
+    i = 0
+    while True:
+        if i > max_iter:
+            raise LimitExceeded(f"iteration limit exceeded ({max_iter})")
+        path.add(curs.hash)
+        if curs.message_kind == AUMKind.CHECKPOINT:
+            state = State.from_checkpoint(curs)
+            break
+        parent = curs.parent
+        if parent is None:
+            if curs.message_kind in (AUMKind.NO_OP, AUMKind.ADD_KEY):
+                try:
+                    state = State().apply(curs)
+                except StateError as exc:
+                    raise StateError(f"applying genesis: {exc}") from None
+                break
+            raise StateError(f"invalid genesis update: a {curs.kind_name} AUM cannot start a chain")
+        curs = _need(storage, parent, "reading parent")
+        i += 1
+
+    def along_path(st: State, candidates: list[AUM]) -> tuple[AUM | None, State]:
+        for c in candidates:
+            if c.hash in path:
+                try:
+                    return c, st.apply(c)
+                except StateError as exc:
+                    raise StateError(f"advancing state: {exc}") from None
+        raise StateError("no candidate matching path")
+
+    _, state = fast_forward(
+        storage, state, along_path, lambda a, _s: a.hash == want, max_iter=max_iter
+    )
+    if state.last_aum_hash != want:
+        raise StateError("unexpected fast-forward outcome")
+    return state
+
+
+def _chain_candidates(
+    storage: Storage, last_known_oldest: bytes | None, max_iter: int
+) -> list[_Candidate]:
+    candidates = [_Candidate(h, h) for h in storage.heads()]
+    candidates.sort(key=lambda c: c.oldest.hash)
+    # Walk every candidate back one step per round, as Tailscale does, so the
+    # cap counts rounds over the whole tree rather than per chain.
+    rounds = 0
+    again = True
+    while again:
+        if rounds >= max_iter:
+            raise LimitExceeded(f"iteration limit exceeded ({max_iter})")
+        again = False
+        for c in candidates:
+            parent_hash = c.oldest.parent
+            if parent_hash is None:
+                continue
+            parent = storage.get(parent_hash)
+            if parent is None:
+                continue
+            c.oldest = parent
+            if last_known_oldest is not None and parent.hash == last_known_oldest:
+                c.chains_through_active = True
+            again = True
+        rounds += 1
+    return candidates
+
+
+def _active_ancestor(candidates: list[_Candidate]) -> bytes:
+    through: dict[bytes, bool] = {}
+    for c in candidates:
+        # Later candidates overwrite earlier ones with the same ancestor, as
+        # Go's map assignment does.
+        through[c.oldest.hash] = c.chains_through_active
+    if len(through) == 1:
+        return next(iter(through))
+    for h, ok in through.items():
+        if ok:
+            return h
+    raise StateError("multiple distinct chains")
+
+
+def compute_active_chain(
+    storage: Storage, last_known_oldest: bytes | None, max_iter: int = MAX_SCAN_ITERATIONS
+) -> ActiveChain:
+    """Find the active chain in *storage* (``computeActiveChain``)."""
+    try:
+        candidates = _chain_candidates(storage, last_known_oldest, max_iter)
+    except TKAError as exc:
+        raise type(exc)(f"computing candidates: {exc}") from None
+    if not candidates:
+        raise StateError("no chain candidates in AUM storage")
+    try:
+        oldest_hash = _active_ancestor(candidates)
+    except TKAError as exc:
+        raise type(exc)(f"computing ancestor: {exc}") from None
+    oldest = _need(storage, oldest_hash, "reading ancestor")
+    try:
+        state = compute_state_at(storage, oldest_hash, max_iter)
+    except TKAError as exc:
+        raise type(exc)(f"bootstrapping state: {exc}") from None
+    try:
+        head, state = fast_forward(storage, state, max_iter=max_iter)
+    except TKAError as exc:
+        raise type(exc)(f"fast forward: {exc}") from None
+    return ActiveChain(oldest, head, state)
