@@ -8,13 +8,13 @@ their parent before anything is stored, and a batch is all-or-nothing.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tka import ed25519
 from tka.aum import AUM, AUMKind, Signature, hash_to_text
 from tka.chain import compute_active_chain, compute_state_at
+from tka.compaction import CompactionOptions, compact
 from tka.disablement import disablement_kdf
 from tka.errors import (
     StateError,
@@ -28,7 +28,7 @@ from tka.key import KEY_KIND_25519, Key
 from tka.limits import MAX_SCAN_ITERATIONS
 from tka.sig import NodeKeySignature, RotationDetails, authorize_node_key
 from tka.state import State
-from tka.storage import Storage
+from tka.storage import CompactableStorage, Storage
 
 __all__ = ["Authority", "Signer", "verify_aum"]
 
@@ -321,9 +321,20 @@ class Authority:
                 raise StorageError(f"commit: {exc}") from None
         self._head, self._oldest, self._state = new_head, new_oldest, new_state
 
-    def _set(self, head: AUM, oldest: AUM, state: State) -> None:
-        self._head, self._oldest, self._state = head, oldest, state
+    def compact(
+        self,
+        storage: CompactableStorage,
+        options: CompactionOptions | None = None,
+        now: float | None = None,
+    ) -> bytes:
+        """Prune history no longer needed (Tailscale's ``Authority.Compact``).
 
-
-def _warn(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
+        Returns the new oldest ancestor's hash, which is also recorded in
+        *storage* as the last-active-ancestor hint.
+        """
+        ancestor = compact(storage, self.head_hash, options, now)
+        oldest = storage.get(ancestor)
+        if oldest is None:
+            raise StorageError(f"compaction kept no AUM {hash_to_text(ancestor)}")
+        self._oldest = oldest
+        return ancestor
