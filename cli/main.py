@@ -32,9 +32,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command("vectors")
-@click.argument(
-    "dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--kind",
     "kinds",

@@ -15,7 +15,7 @@ from tka import ed25519
 from tka.aum import AUM, AUMKind, Signature, hash_to_text
 from tka.chain import compute_active_chain, compute_state_at
 from tka.compaction import CompactionOptions, compact
-from tka.disablement import disablement_kdf
+from tka.disablement import check_disablement
 from tka.errors import (
     StateError,
     StorageError,
@@ -248,7 +248,7 @@ class Authority:
 
     def valid_disablement(self, secret: bytes) -> bool:
         """Whether *secret* is a disablement secret of this authority (constant time)."""
-        return self._state.check_disablement_value(disablement_kdf(secret))
+        return check_disablement(secret, self._state.disablement_values or ())
 
     def node_key_authorized(
         self, node_key: bytes, signature: bytes | NodeKeySignature

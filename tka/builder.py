@@ -20,7 +20,6 @@ from tka.authority import Authority, Signer
 from tka.errors import StateError, TKAError, UsageError, ValidationError
 from tka.key import Key
 from tka.limits import CHECKPOINT_EVERY, MAX_KEYS
-
 from tka.storage import Storage
 
 __all__ = ["KEY_COUNT_WARNING", "SAFE_MAX_KEYS", "KeySetWarning", "UpdateBuilder"]
@@ -89,8 +88,7 @@ class UpdateBuilder:
         count = len(self._state.keys or ())
         if count >= MAX_KEYS:
             raise StateError(
-                f"cannot add key tlpub:{(key.public or b'').hex()}: "
-                "maximum number of keys reached"
+                f"cannot add key tlpub:{(key.public or b'').hex()}: maximum number of keys reached"
             )
         if self._strict:
             if count + 1 > SAFE_MAX_KEYS:
@@ -158,5 +156,3 @@ class UpdateBuilder:
         if self._out and self._out[0].parent != head:
             raise StateError("updates no longer apply to the head: it moved since they were built")
         return list(self._out)
-
-

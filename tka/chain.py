@@ -109,9 +109,7 @@ def fast_forward(
     raise LimitExceeded(f"iteration limit exceeded ({max_iter})")
 
 
-def compute_state_at(
-    storage: Storage, want: bytes, max_iter: int = MAX_SCAN_ITERATIONS
-) -> State:
+def compute_state_at(storage: Storage, want: bytes, max_iter: int = MAX_SCAN_ITERATIONS) -> State:
     """The state after the stored AUM *want* (``computeStateAt``).
 
     Walks back to the nearest checkpoint or parentless AUM, then forward

@@ -34,7 +34,7 @@ import cbor2
 from tka.errors import DecodeError
 from tka.limits import CBOR_MAX_ARRAY_ELEMENTS, CBOR_MAX_MAP_PAIRS, CBOR_MAX_NESTED_LEVELS
 
-__all__ = ["BadText", "CMap", "Simple", "encode", "parse"]
+__all__ = ["BadText", "CMap", "Simple", "encode", "parse", "parse_first"]
 
 
 class CMap:
@@ -233,6 +233,23 @@ def parse(data: bytes) -> Any:
             f"cbor: {len(data) - p.off} bytes of extraneous data starting at offset {p.off}"
         )
     return tree
+
+
+def parse_first(data: bytes) -> tuple[Any, int]:
+    """Parse the first strict CBOR item of *data*; return its tree and where it ends.
+
+    Bytes after the first item are not looked at, as with Go's stream
+    ``Decoder`` (Tailscale's filesystem store reads its files that way).
+    The item itself obeys the same rules as in :func:`parse`.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"cbor: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise DecodeError("cbor: no data")
+    p = _Parser(data)
+    tree = p.item(0)
+    return tree, p.off
 
 
 def encode(value: Any) -> bytes:

@@ -63,7 +63,9 @@ def _mark_active_chain(
             if not young or parent is None:
                 break
         if parent is None:
-            raise StorageError("searching for compaction target: reached genesis without a checkpoint")
+            raise StorageError(
+                "searching for compaction target: reached genesis without a checkpoint"
+            )
         p = storage.get(parent)
         if p is None:
             raise StorageError(
@@ -83,7 +85,9 @@ def _mark_active_chain(
     return last_active
 
 
-def _mark_young(storage: CompactableStorage, verdict: dict[bytes, int], min_age: float, now: float) -> None:
+def _mark_young(
+    storage: CompactableStorage, verdict: dict[bytes, int], min_age: float, now: float
+) -> None:
     min_time = now - min_age
     for h in verdict:
         t = storage.commit_time(h)
@@ -133,7 +137,9 @@ def _mark_ancestor_intersection(
         # The chain must start at a checkpoint: walk back to one.
         aum = storage.get(candidate)
         if aum is None:
-            raise StorageError(f"searching for compaction target ({hash_to_text(candidate)}): not stored")
+            raise StorageError(
+                f"searching for compaction target ({hash_to_text(candidate)}): not stored"
+            )
         while True:
             h = aum.hash
             verdict[h] = verdict.get(h, 0) | _ACTIVE
@@ -145,7 +151,9 @@ def _mark_ancestor_intersection(
                 raise StateError("reached genesis AUM without finding a checkpoint to start from")
             p = storage.get(parent)
             if p is None:
-                raise StorageError(f"searching for compaction target ({hash_to_text(parent)}): not stored")
+                raise StorageError(
+                    f"searching for compaction target ({hash_to_text(parent)}): not stored"
+                )
             aum = p
     return candidate
 

@@ -39,8 +39,8 @@ __all__ = [
     "NODE_KEY_BINARY_PREFIX",
     "NodeKeySignature",
     "RotationDetails",
-    "authorize_node_key",
     "SigKind",
+    "authorize_node_key",
     "node_key_binary",
     "node_key_from_binary",
     "resign_nks",
@@ -330,7 +330,12 @@ def sign_rotation(
 def sign_by_credential(
     credential_private: bytes, wrapped: NodeKeySignature, node_key: bytes
 ) -> NodeKeySignature:
-    """Tailscale's ``SignByCredential``: wrap a credential signature for *node_key*."""
+    """Tailscale's ``SignByCredential``: wrap a credential signature for *node_key*.
+
+    *credential_private* is the 64-byte private key from a wrapped auth key.
+    """
+    if len(credential_private) != 64:
+        raise UsageError(f"credential private key is {len(credential_private)} bytes, want 64")
     if wrapped.sig_kind != SigKind.CREDENTIAL:
         raise UsageError(
             f"wrapped signature must be a credential, got {sig_kind_name(wrapped.sig_kind)}"

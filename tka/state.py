@@ -11,7 +11,6 @@ CBOR layout of a State (inside a checkpoint AUM)::
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,16 +43,6 @@ class State:
             if k.key_id == key_id:
                 return k
         return None
-
-    def check_disablement_value(self, derived: bytes) -> bool:
-        """Whether *derived* (a KDF output) is one of the disablement values.
-
-        Compares against every value in constant time per comparison.
-        """
-        found = False
-        for candidate in self.disablement_values or ():
-            found |= hmac.compare_digest(derived, candidate)
-        return found
 
     # -- validation ------------------------------------------------------
 

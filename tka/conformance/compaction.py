@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from tka.aum import AUM, hash_from_text
+from tka.aum import AUM, hash_from_text, hash_to_text
 from tka.authority import Authority
 from tka.compaction import CompactionOptions
 from tka.conformance._json import b32
@@ -38,7 +38,9 @@ def check(case: dict[str, Any], ctx: Context) -> None:
                 store.set_last_active_ancestor(hash_from_text(hint))
             authority = Authority.open(store)
             expect("head_b32", authority.head.hash_text, case["head_b32"])
-            opts = CompactionOptions(case["options"]["min_chain"], case["options"]["min_age_seconds"])
+            opts = CompactionOptions(
+                case["options"]["min_chain"], case["options"]["min_age_seconds"]
+            )
             before = set(store.all_hashes())
             clock.now = float(case["now_unix"])
             try:
@@ -48,9 +50,17 @@ def check(case: dict[str, Any], ctx: Context) -> None:
                 return
             expect("ok", True, case["ok"])
             remaining = set(store.all_hashes())
-            expect("remaining_b32", sorted(b32(h) for h in remaining), case["remaining_b32"])
-            expect("deleted_b32", sorted(b32(h) for h in before - remaining), case["deleted_b32"])
-            expect("new_last_active_ancestor_b32", b32(ancestor), case["new_last_active_ancestor_b32"])
+            expect(
+                "remaining_b32", sorted(hash_to_text(h) for h in remaining), case["remaining_b32"]
+            )
+            expect(
+                "deleted_b32",
+                sorted(hash_to_text(h) for h in before - remaining),
+                case["deleted_b32"],
+            )
+            expect(
+                "new_last_active_ancestor_b32", b32(ancestor), case["new_last_active_ancestor_b32"]
+            )
             if "authority_oldest_ancestor_b32" in case:
                 expect(
                     "authority_oldest_ancestor_b32",

@@ -28,7 +28,6 @@ def check(case: dict[str, Any], ctx: Context) -> None:
         sig = NodeKeySignature.from_bytes(data)
     except TKAError:
         expect("decode_ok", False, case["decode_ok"])
-        sig = None
     else:
         expect("decode_ok", True, case["decode_ok"])
         expect("sig", nks_json(sig), case["sig"])
@@ -38,7 +37,9 @@ def check(case: dict[str, Any], ctx: Context) -> None:
             kid: bytes | None = sig.authorizing_key_id()
         except NotAuthorized:
             kid = None
-        expect("unverified_authorizing_key_id_hex", hx(kid), case["unverified_authorizing_key_id_hex"])
+        expect(
+            "unverified_authorizing_key_id_hex", hx(kid), case["unverified_authorizing_key_id_hex"]
+        )
         expect(
             "unverified_wrapping_public_hex",
             hx(sig.wrapping_public()),

@@ -34,7 +34,9 @@ def _offer_from_json(o: dict[str, Any]) -> SyncOffer:
     return SyncOffer.from_text(o["head_b32"], o["ancestors_b32"])
 
 
-def _missing(a: Authority, store: Any, offer: SyncOffer, want: dict[str, Any], what: str) -> list[AUM] | None:
+def _missing(
+    a: Authority, store: Any, offer: SyncOffer, want: dict[str, Any], what: str
+) -> list[AUM] | None:
     try:
         got = missing_aums(a, store, offer)
     except TKAError:
@@ -104,7 +106,11 @@ def check(case: dict[str, Any], ctx: Context) -> None:
                 local, local_store, remote_offer, case["local_missing_aums"], "local_missing_aums"
             )
             to_local = _missing(
-                remote, remote_store, local_offer, case["remote_missing_aums"], "remote_missing_aums"
+                remote,
+                remote_store,
+                local_offer,
+                case["remote_missing_aums"],
+                "remote_missing_aums",
             )
             after = case["after_exchange"]
             _inform(remote, remote_store, to_remote, after["remote_inform_ok"], "remote_inform_ok")
