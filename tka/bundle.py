@@ -1,0 +1,152 @@
+"""Export bundles: a node's AUMs in one file, for nodes that exchange files offline.
+
+Format ``tka-bundle/1`` (JSON, UTF-8)::
+
+    {
+      "format": "tka-bundle/1",
+      "head": "<base32 AUM hash>",              # the exporting node's head
+      "aums": ["<base64 canonical AUM>", ...],  # every stored AUM, parents first
+      "disablement_secret": "<hex>"             # only once tailnet lock was disabled
+    }
+
+Importing verifies every AUM exactly as ``Inform`` does (signatures against
+the state at each AUM's parent, fork resolution), so a bundle needs no trust
+in whoever carried it; a node with no authority yet bootstraps from the
+bundle's oldest checkpoint. Nodes that exchange bundles in any order reach
+the same head.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tka.aum import AUM, hash_from_text, hash_to_text
+from tka.authority import Authority
+from tka.errors import DecodeError, StateError, TKAError
+from tka.storage import CompactableStorage, Storage
+
+__all__ = ["BUNDLE_FORMAT", "Bundle", "export_bundle", "import_bundle", "parents_first"]
+
+BUNDLE_FORMAT = "tka-bundle/1"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A decoded export bundle."""
+
+    head: bytes | None
+    aums: tuple[AUM, ...]
+    disablement_secret: bytes | None = None
+
+    def to_json(self) -> bytes:
+        """The bundle's file content."""
+        doc: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "head": None if self.head is None else hash_to_text(self.head),
+            "aums": [base64.b64encode(a.to_bytes()).decode("ascii") for a in self.aums],
+        }
+        if self.disablement_secret is not None:
+            doc["disablement_secret"] = self.disablement_secret.hex()
+        return (json.dumps(doc, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Bundle:
+        """Parse a bundle file strictly; raises :class:`~tka.errors.DecodeError`."""
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise DecodeError("bundle: not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+            raise DecodeError(f"bundle: not a {BUNDLE_FORMAT} file")
+        unknown = set(doc) - {"format", "head", "aums", "disablement_secret"}
+        if unknown:
+            raise DecodeError(f"bundle: unknown field {sorted(unknown)[0]!r}")
+        head_text = doc.get("head")
+        head = None
+        if head_text is not None:
+            if not isinstance(head_text, str):
+                raise DecodeError("bundle: head is not text")
+            head = hash_from_text(head_text)
+        raw = doc.get("aums")
+        if not isinstance(raw, list):
+            raise DecodeError("bundle: aums is not a list")
+        aums = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, str):
+                raise DecodeError(f"bundle: aums[{i}] is not text")
+            try:
+                aums.append(AUM.from_bytes(base64.b64decode(item, validate=True)))
+            except (binascii.Error, ValueError):
+                raise DecodeError(f"bundle: aums[{i}] is not base64") from None
+            except DecodeError as exc:
+                raise DecodeError(f"bundle: aums[{i}]: {exc}") from None
+        secret = doc.get("disablement_secret")
+        secret_bytes = None
+        if secret is not None:
+            try:
+                secret_bytes = bytes.fromhex(secret) if isinstance(secret, str) else None
+            except ValueError:
+                secret_bytes = None
+            if secret_bytes is None:
+                raise DecodeError("bundle: disablement_secret is not hex")
+        return cls(head, tuple(aums), secret_bytes)
+
+
+def parents_first(aums: Iterable[AUM]) -> list[AUM]:
+    """Order AUMs so each comes after its parent when the parent is among them."""
+    by_hash = {a.hash: a for a in aums}
+    children: dict[bytes, list[AUM]] = {}
+    roots = []
+    for a in by_hash.values():
+        p = a.parent
+        if p is not None and p in by_hash:
+            children.setdefault(p, []).append(a)
+        else:
+            roots.append(a)
+    out: list[AUM] = []
+    queue = sorted(roots, key=lambda a: a.hash)
+    while queue:
+        a = queue.pop(0)
+        out.append(a)
+        queue.extend(sorted(children.get(a.hash, []), key=lambda c: c.hash))
+    return out
+
+
+def export_bundle(
+    authority: Authority, store: CompactableStorage, disablement_secret: bytes | None = None
+) -> Bundle:
+    """Everything *store* holds, parents first, with the authority's head."""
+    aums = []
+    for h in store.all_hashes():
+        aum = store.get(h)
+        if aum is not None:
+            aums.append(aum)
+    return Bundle(authority.head_hash, tuple(parents_first(aums)), disablement_secret)
+
+
+def import_bundle(store: Storage, authority: Authority | None, bundle: Bundle) -> Authority:
+    """Verify and inform the bundle's AUMs; bootstrap first when *authority* is ``None``.
+
+    All or nothing: on any error nothing is stored and the authority is unchanged.
+    """
+    ordered = parents_first(bundle.aums)
+    if not ordered:
+        raise DecodeError("bundle holds no AUMs")
+    if authority is None:
+        first = ordered[0]
+        try:
+            authority = Authority.bootstrap(store, first)
+        except TKAError as exc:
+            raise type(exc)(f"bootstrapping from the bundle's oldest AUM: {exc}") from None
+        ordered = ordered[1:]
+    new = [a for a in ordered if store.get(a.hash) is None]
+    if new:
+        if any(a.parent is None for a in new):
+            raise StateError("the bundle holds a different authority (another genesis)")
+        authority.inform(store, new)
+    return authority

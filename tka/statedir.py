@@ -1,0 +1,246 @@
+"""A node's state directory: its tailnet-lock key, its AUMs and what it has signed.
+
+Layout (everything written atomically; the directory is locked while in use)::
+
+    <dir>/.lock                 advisory lock held by the process using the directory
+    <dir>/tailnet-lock.key      private key: nlpriv:<hex>, or encrypted PKCS#8 PEM (0600)
+    <dir>/tailnet-lock.pub      its public key, tlpub:<hex> (so reading it needs no passphrase)
+    <dir>/tka/                  the AUMs, in Tailscale's on-disk layout (tka-profiles/<id>)
+    <dir>/signatures.json       node-key signatures this node made or recorded
+    <dir>/disabled.json         present once tailnet lock is disabled on this node (0600)
+    <dir>/control.json          the control URL this node syncs with, once set
+
+A second process that wants the same directory waits for the lock up to a
+timeout and then gets a clear error: two writers never interleave.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from tka._fileutil import atomic_write, locked
+from tka.authority import Authority
+from tka.errors import DecodeError, StorageError, UsageError
+from tka.keyfile import load_private_key, save_private_key
+from tka.nlkeys import NLPrivate, NLPublic
+
+__all__ = ["NodeState", "SignatureRecord"]
+
+KEY_FILE = "tailnet-lock.key"
+PUB_FILE = "tailnet-lock.pub"
+STORE_DIR = "tka"
+SIGNATURES_FILE = "signatures.json"
+DISABLED_FILE = "disabled.json"
+CONTROL_FILE = "control.json"
+
+
+@dataclass(frozen=True)
+class SignatureRecord:
+    """A node-key signature this node keeps (made here, or recorded from elsewhere)."""
+
+    node_key: str
+    """The node key in ``nodekey:`` text form."""
+    signature: bytes
+    """The serialized node-key signature."""
+    key_id: str
+    """The ``tlpub:`` key at the root of the signature."""
+
+
+class NodeState(AbstractContextManager["NodeState"]):
+    """Exclusive access to one state directory; use as a context manager."""
+
+    def __init__(self, path: str, *, lock_timeout: float = 10.0, create: bool = True) -> None:
+        self.path = os.path.abspath(path)
+        self._lock_timeout = lock_timeout
+        self._create = create
+        self._stack: ExitStack | None = None
+        self._store: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> NodeState:
+        if not os.path.isdir(self.path):
+            if not self._create:
+                raise StorageError(f"state directory {self.path} does not exist")
+            try:
+                os.makedirs(self.path, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create state directory {self.path}: {exc.strerror}"
+                ) from None
+        if not os.access(self.path, os.W_OK):
+            raise StorageError(f"state directory {self.path} is not writable")
+        stack = ExitStack()
+        stack.enter_context(
+            locked(os.path.join(self.path, ".lock"), self._lock_timeout, f"state directory {self.path}")
+        )
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._store is not None:
+            close = getattr(self._store, "close", None)
+            if callable(close):
+                close()
+            self._store = None
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    # -- keys ------------------------------------------------------------------
+
+    def has_key(self) -> bool:
+        """Whether this node has a tailnet-lock key yet."""
+        return os.path.exists(self._file(KEY_FILE))
+
+    def create_key(self, passphrase: bytes | None = None) -> NLPrivate:
+        """Generate and store this node's tailnet-lock key (refuses to replace one)."""
+        key = NLPrivate.generate()
+        save_private_key(self._file(KEY_FILE), key, passphrase)
+        atomic_write(self._file(PUB_FILE), (key.public().cli_text() + "\n").encode(), 0o644)
+        return key
+
+    def private_key(self, passphrase: bytes | None = None) -> NLPrivate:
+        """Load this node's private key."""
+        if not self.has_key():
+            raise UsageError(
+                f"no tailnet-lock key in {self.path}: run 'tka lock key' to create one"
+            )
+        return load_private_key(self._file(KEY_FILE), passphrase)
+
+    def public_key(self) -> NLPublic:
+        """This node's public key (read without the passphrase)."""
+        try:
+            with open(self._file(PUB_FILE), encoding="ascii") as f:
+                return NLPublic.from_text(f.read().strip())
+        except FileNotFoundError:
+            raise UsageError(
+                f"no tailnet-lock key in {self.path}: run 'tka lock key' to create one"
+            ) from None
+        except (UnicodeDecodeError, DecodeError):
+            raise StorageError(f"{self._file(PUB_FILE)} does not hold a tlpub: key") from None
+
+    # -- authority -------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        """The AUM store (Tailscale's filesystem layout under ``tka/``)."""
+        if self._store is None:
+            from tka.storage.fs import FilesystemStore
+
+            self._store = FilesystemStore(self._file(STORE_DIR))
+        return self._store
+
+    def authority(self) -> Authority | None:
+        """The authority in the store, or ``None`` when tailnet lock was never initialized."""
+        if not os.path.isdir(self._file(STORE_DIR)) or not self.store.heads():
+            return None
+        return Authority.open(self.store)
+
+    def require_authority(self) -> Authority:
+        """The authority; a clear error when there is none."""
+        authority = self.authority()
+        if authority is None:
+            raise UsageError(
+                "tailnet lock is not initialized on this node: "
+                "run 'tka lock init' or 'tka lock import'"
+            )
+        return authority
+
+    # -- disablement -----------------------------------------------------------
+
+    def disabled(self) -> dict[str, Any] | None:
+        """How tailnet lock was disabled here (``{"how": "secret"|"local", ...}``), or ``None``."""
+        try:
+            with open(self._file(DISABLED_FILE), encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise StorageError(f"{self._file(DISABLED_FILE)} is damaged") from None
+        if not isinstance(data, dict):
+            raise StorageError(f"{self._file(DISABLED_FILE)} is damaged")
+        return data
+
+    def set_disabled(self, how: str, secret: bytes | None = None) -> None:
+        """Record that tailnet lock is disabled (with the secret, so peers can learn it)."""
+        data: dict[str, Any] = {"how": how}
+        if secret is not None:
+            data["secret"] = secret.hex()
+        atomic_write(self._file(DISABLED_FILE), json.dumps(data).encode(), mode=0o600)
+
+    # -- signatures ------------------------------------------------------------
+
+    def signatures(self) -> list[SignatureRecord]:
+        """Signatures recorded in this directory."""
+        try:
+            with open(self._file(SIGNATURES_FILE), encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            raise StorageError(f"{self._file(SIGNATURES_FILE)} is damaged") from None
+        try:
+            return [
+                SignatureRecord(r["node_key"], base64.b64decode(r["signature"]), r["key_id"])
+                for r in data["signatures"]
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise StorageError(f"{self._file(SIGNATURES_FILE)} is damaged") from None
+
+    def record_signatures(self, records: list[SignatureRecord]) -> None:
+        """Add or replace (by node key) signatures, in one atomic write."""
+        by_node = {r.node_key: r for r in self.signatures()}
+        for r in records:
+            by_node[r.node_key] = r
+        doc = {
+            "format": "tka-signatures/1",
+            "signatures": [
+                {
+                    "node_key": r.node_key,
+                    "signature": base64.b64encode(r.signature).decode(),
+                    "key_id": r.key_id,
+                }
+                for r in sorted(by_node.values(), key=lambda r: r.node_key)
+            ],
+        }
+        atomic_write(self._file(SIGNATURES_FILE), json.dumps(doc, indent=1).encode(), 0o644)
+
+    # -- control ---------------------------------------------------------------
+
+    def control_url(self) -> str | None:
+        """The saved control URL, if any."""
+        try:
+            with open(self._file(CONTROL_FILE), encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise StorageError(f"{self._file(CONTROL_FILE)} is damaged") from None
+        url = data.get("url") if isinstance(data, dict) else None
+        return url if isinstance(url, str) else None
+
+    def set_control_url(self, url: str) -> None:
+        """Save the control URL for later commands."""
+        atomic_write(self._file(CONTROL_FILE), json.dumps({"url": url}).encode(), 0o600)
+
+
+def iter_lines(path: str) -> Iterator[str]:
+    """Non-empty, non-comment lines of a text file (for ``--from FILE`` inputs)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
