@@ -252,7 +252,24 @@ def test_every_command_has_help_with_an_example() -> None:
         ["demo"],
         *[
             ["lock", c]
-            for c in ["key", "init", "status", "log", "add", "remove", "sign", "check", "resign", "sign-with-authkey", "disable", "local-disable", "disablement-kdf", "revoke-keys", "export", "import"]
+            for c in [
+                "key",
+                "init",
+                "status",
+                "log",
+                "add",
+                "remove",
+                "sign",
+                "check",
+                "resign",
+                "sign-with-authkey",
+                "disable",
+                "local-disable",
+                "disablement-kdf",
+                "revoke-keys",
+                "export",
+                "import",
+            ]
         ],
     ]
     for cmd in commands:
