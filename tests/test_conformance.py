@@ -15,7 +15,7 @@ from tka.conformance import Context, run
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 CORE_KINDS = ["aum", "nks", "ed25519", "disablement", "resign", "authkey", "keys", "deeplink"]
-ENGINE_KINDS = ["chain", "inform", "builder", "sync", "compaction"]
+ENGINE_KINDS = ["chain", "inform", "builder", "sync", "compaction", "tailchonk_fs"]
 
 
 @pytest.mark.parametrize("kind", CORE_KINDS + ENGINE_KINDS)
@@ -30,7 +30,6 @@ def test_every_vector_of_a_kind_passes(kind: str) -> None:
 @pytest.mark.parametrize("store", ["sqlite", "fs"])
 @pytest.mark.parametrize("kind", ["chain", "inform", "sync", "compaction", "builder"])
 def test_engine_vectors_pass_on_disk_backed_stores(kind: str, store: str) -> None:
-    pytest.importorskip(f"tka.storage.{'sqlite' if store == 'sqlite' else 'fs'}")
     result = run([VECTORS], [kind], Context(store=store))
     (res,) = result.kinds
     assert res.failed == 0, res.failures[:5]

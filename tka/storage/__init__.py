@@ -46,7 +46,11 @@ class Storage(Protocol):
         ...
 
     def commit_verified(self, aums: Sequence[AUM]) -> None:
-        """Store AUMs the caller has verified. Storing a stored AUM again is a no-op.
+        """Store AUMs the caller has verified.
+
+        Storing a stored AUM again changes nothing but, in some backends, its
+        commit time (Tailscale's memory store re-stamps it, its filesystem
+        store keeps the first).
 
         When this returns, the AUMs are durable. A backend that can do so
         commits the batch atomically; one that cannot (the filesystem
