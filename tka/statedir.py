@@ -96,6 +96,20 @@ class NodeState(AbstractContextManager["NodeState"]):
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        """A JSON object file of the directory, ``None`` when absent."""
+        path = self._file(name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise StorageError(f"{path} is damaged") from None
+        if not isinstance(data, dict):
+            raise StorageError(f"{path} is damaged")
+        return data
+
     # -- keys ------------------------------------------------------------------
 
     def has_key(self) -> bool:
@@ -160,16 +174,7 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def disabled(self) -> dict[str, Any] | None:
         """How tailnet lock was disabled here (``{"how": "secret"|"local", ...}``), or ``None``."""
-        try:
-            with open(self._file(DISABLED_FILE), encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            raise StorageError(f"{self._file(DISABLED_FILE)} is damaged") from None
-        if not isinstance(data, dict):
-            raise StorageError(f"{self._file(DISABLED_FILE)} is damaged")
-        return data
+        return self._read_json(DISABLED_FILE)
 
     def set_disabled(self, how: str, secret: bytes | None = None) -> None:
         """Record that tailnet lock is disabled (with the secret, so peers can learn it)."""
@@ -182,13 +187,9 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def signatures(self) -> list[SignatureRecord]:
         """Signatures recorded in this directory."""
-        try:
-            with open(self._file(SIGNATURES_FILE), encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
+        data = self._read_json(SIGNATURES_FILE)
+        if data is None:
             return []
-        except (OSError, ValueError):
-            raise StorageError(f"{self._file(SIGNATURES_FILE)} is damaged") from None
         try:
             return [
                 SignatureRecord(r["node_key"], base64.b64decode(r["signature"]), r["key_id"])
@@ -219,14 +220,7 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def control_url(self) -> str | None:
         """The saved control URL, if any."""
-        try:
-            with open(self._file(CONTROL_FILE), encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            raise StorageError(f"{self._file(CONTROL_FILE)} is damaged") from None
-        url = data.get("url") if isinstance(data, dict) else None
+        url = (self._read_json(CONTROL_FILE) or {}).get("url")
         return url if isinstance(url, str) else None
 
     def set_control_url(self, url: str) -> None:
