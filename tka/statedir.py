@@ -78,7 +78,9 @@ class NodeState(AbstractContextManager["NodeState"]):
             raise StorageError(f"state directory {self.path} is not writable")
         stack = ExitStack()
         stack.enter_context(
-            locked(os.path.join(self.path, ".lock"), self._lock_timeout, f"state directory {self.path}")
+            locked(
+                os.path.join(self.path, ".lock"), self._lock_timeout, f"state directory {self.path}"
+            )
         )
         self._stack = stack
         return self
