@@ -27,7 +27,7 @@ def audit(source: str, as_json: bool) -> None:
       tka audit /var/lib/tailscale/tka-profiles/1a2b --json
       tka audit node1-export.json
     """
-    from tka import audit as auditing
+    import tka.audit as auditing
 
     if os.path.isdir(source):
         report = auditing.audit_directory(source)

@@ -19,15 +19,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from ._common import (
-    EXIT_REFUSED,
-    EXIT_USAGE,
-    default_state_dir,
-    emit,
-    fail,
-    parse_key_arg,
-    read_arg,
-)
 
 from tka import disablement
 from tka._fileutil import atomic_write
@@ -39,6 +30,7 @@ from tka.bundle import Bundle, export_bundle, import_bundle
 from tka.errors import DecodeError, NotAuthorized, TKAError
 from tka.key import Key
 from tka.keyfile import load_private_key, save_private_key
+from tka.lockjson import log_walk_storage, render_log, render_status
 from tka.nlkeys import NLPrivate, NLPublic, NodePublic
 from tka.revocation import (
     check_recovery,
@@ -55,6 +47,16 @@ from tka.sig import (
 )
 from tka.state import State
 from tka.statedir import NodeState, SignatureRecord, iter_lines
+
+from ._common import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    default_state_dir,
+    emit,
+    fail,
+    parse_key_arg,
+    read_arg,
+)
 
 __all__ = ["demo", "keygen", "lock"]
 
@@ -147,6 +149,9 @@ def _finalize(node: NodeState, authority: Authority, builder: UpdateBuilder) -> 
     aums = builder.finalize(node.store)
     if aums:
         authority.inform(node.store, aums)
+        from .serve import sync_after_change  # control: send the change (no-op without one)
+
+        sync_after_change(node, authority, aums)
     return aums
 
 
@@ -171,8 +176,20 @@ def _finalize(node: NodeState, authority: Authority, builder: UpdateBuilder) -> 
     show_default=True,
     help="Seconds to wait for another tka process using the same state directory.",
 )
-def lock(state_dir: str | None, passphrase_file: str | None, lock_timeout: float) -> None:
+@click.option(
+    "--control",
+    metavar="URL",
+    help="Control service to sync with (tka serve); saved in the state directory.",
+)
+def lock(
+    state_dir: str | None, passphrase_file: str | None, lock_timeout: float, control: str | None
+) -> None:
     """Manage tailnet lock on this node (Tailscale's 'tailscale lock').
+
+    With --control URL (remembered afterwards) the node talks to a control
+    service as a Tailscale node does: init, sign, add/remove, disable and
+    revoke-keys go through it, and status syncs first. Without it, nodes
+    exchange export files.
 
     \b
     Example lifecycle (two nodes exchanging files):
@@ -263,7 +280,7 @@ def init_cmd(
             return
         secrets_out = [disablement.generate_secret() for _ in range(gen_disablements)]
         values += [disablement.disablement_kdf(s) for s in secrets_out]
-        _, signer = _signer(ctx, node)
+        priv, signer = _signer(ctx, node)
         entropy = secrets.token_bytes(16)
         state = State(
             disablement_values=tuple(values),
@@ -271,7 +288,13 @@ def init_cmd(
             state_id1=int.from_bytes(entropy[:8], "little"),
             state_id2=int.from_bytes(entropy[8:], "little"),
         )
-        authority, _genesis = Authority.create(node.store, state, signer)
+        from .serve import control_client, control_init
+
+        client = control_client(ctx, node)
+        if client is None:
+            authority, _genesis = Authority.create(node.store, state, signer)
+        else:
+            authority = control_init(client, node, state, priv)
     click.echo("\n".join(lines))
     click.echo("")
     if secrets_out:
@@ -295,6 +318,9 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
       tka lock status --json
     """
     with _node(ctx) as node:
+        from .serve import sync_for_status  # control: sync first (a warning if it fails)
+
+        sync_for_status(ctx, node)
         pub = (
             node.public_key()
             if os.path.exists(os.path.join(node.path, "tailnet-lock.pub"))
@@ -303,13 +329,10 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         authority = node.authority()
         disabled = node.disabled()
     enabled = authority is not None and disabled is None
-    doc: dict[str, Any] = {"SchemaVersion": "1", "Enabled": enabled}
-    if pub is not None:
-        doc["PublicKey"] = pub.cli_text()
-    if authority is not None and enabled:
-        doc["Head"] = authority.head.hash_text
-        doc["TrustedKeys"] = [_key_json(k) for k in authority.keys]
-        doc["State"] = authority.state_ids[0]
+    if as_json:
+        # Tailscale's `lock status --json` v1 document, byte for byte.
+        click.echo(render_status(authority if enabled else None, public_key=pub), nl=False)
+        return
     lines = [f"Tailnet lock is {'ENABLED' if enabled else 'NOT enabled'}."]
     if disabled is not None:
         lines.append(f"It was disabled on this node ({disabled.get('how')}).")
@@ -322,7 +345,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         for k in authority.keys:
             me = " (self)" if pub is not None and k.key_id == pub.raw else ""
             lines.append(f"\ttlpub:{(k.public or b'').hex()}\t{k.votes}{me}")
-    emit(doc, as_json, "\n".join(lines))
+    click.echo("\n".join(lines))
 
 
 @lock.command("log")
@@ -340,15 +363,8 @@ def log_cmd(ctx: click.Context, limit: int, as_json: bool) -> None:
         fail("--limit must be at least 1", EXIT_USAGE)
     with _node(ctx) as node:
         authority = node.require_authority()
-        aums: list[AUM] = []
-        cursor: AUM | None = authority.head
-        while cursor is not None and len(aums) < limit:
-            aums.append(cursor)
-            parent = cursor.parent
-            cursor = node.store.get(parent) if parent is not None else None
+        aums = log_walk_storage(node.store, authority.head_hash, limit)
     if as_json:
-        from tka.lockjson import render_log
-
         click.echo(render_log(aums, limit), nl=False)
         return
     lines = []
@@ -435,6 +451,9 @@ def remove_cmd(ctx: click.Context, keys: tuple[str, ...], re_sign: bool) -> None
                 resigned.append(
                     SignatureRecord(nk.text(), new.to_bytes(), priv.public().cli_text())
                 )
+            from .serve import control_resign  # control: re-sign what it knows, first
+
+            resigned += control_resign(ctx, node, priv, authority, removed, resigned)
         builder = UpdateBuilder(authority, signer)
         for k in parsed:
             builder.remove_key(k.key_id)
@@ -518,6 +537,9 @@ def sign_cmd(
                 jobs.append(parts)
         records = [_sign_one(node, priv, authority, job) for job in jobs]
         node.record_signatures(records)
+        from .serve import submit_signatures  # control: hand it the signatures
+
+        submit_signatures(ctx, node, records)
     out = [
         {"NodeKey": r.node_key, "Signature": base64.b64encode(r.signature).decode()}
         for r in records
@@ -642,6 +664,9 @@ def disable_cmd(ctx: click.Context, secret: str) -> None:
         authority = node.require_authority()
         if not authority.valid_disablement(raw):
             fail("the disablement secret does not match any disablement value of this authority")
+        from .serve import control_disable  # control: disable for the whole tailnet
+
+        control_disable(ctx, node, authority, raw)
         node.set_disabled("secret", raw)
     click.echo("Tailnet lock disabled.")
 
@@ -736,6 +761,9 @@ def revoke_keys_cmd(
                     click.echo(f"Finish with: tka lock revoke-keys --finish {path}")
                 return
             finish_recovery(authority, node.store, aum)
+            from .serve import sync_after_change  # control: submit the recovery AUM
+
+            sync_after_change(node, authority, [aum])
             click.echo(f"Recovery applied; head {authority.head.hash_text}.")
             return
         keys = [parse_key_arg(read_arg(k), i) for i, k in enumerate(args, start=1)]

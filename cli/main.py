@@ -89,12 +89,13 @@ def vectors_cmd(
 
 
 def _register_subcommands() -> None:
-    from . import audit_cmd, lock
+    from . import audit_cmd, lock, serve
 
     cli.add_command(lock.lock)
     cli.add_command(lock.keygen)
     cli.add_command(lock.demo)
     cli.add_command(audit_cmd.audit)
+    serve.register(cli)
 
 
 _register_subcommands()

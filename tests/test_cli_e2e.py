@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import random
@@ -11,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tka.aum import AUM, hash_to_text
 
 TKA = str(Path(sys.executable).with_name("tka"))
 
@@ -81,7 +85,7 @@ def test_lifecycle_of_three_nodes_exchanging_files(tmp_path: Path) -> None:
     # A second signer, added from another node's key.
     a.lock("add", key_b)
     _sync_all([a, b, c], rnd)
-    assert {k["Key"] for k in a.status()["TrustedKeys"]} == {key_a, key_b}  # type: ignore[union-attr]
+    assert {k["Public"] for k in a.status()["TrustedKeys"]} == {key_a, key_b}  # type: ignore[union-attr]
 
     # Direct signature with a rotation key, then a rotation by the node itself.
     rot_file = str(tmp_path / "rot.key")
@@ -131,8 +135,20 @@ def test_lifecycle_of_three_nodes_exchanging_files(tmp_path: Path) -> None:
     assert "Co-signed" in out
     a.lock("revoke-keys", "--finish", rec)
     _sync_all([a, b, c], rnd)
-    trusted = {k["Key"] for k in a.status()["TrustedKeys"]}  # type: ignore[union-attr]
+    trusted = {k["Public"] for k in a.status()["TrustedKeys"]}  # type: ignore[union-attr]
     assert key_c not in trusted and key_a in trusted and key_b in trusted
+
+    # Every node's export audits clean; a tampered one fails naming the AUM.
+    for node in (a, b, c):
+        path = node.export()
+        report = json.loads(tka("audit", "--json", path).stdout)
+        assert report["verdict"] == "valid" and report["head"] == a.status()["Head"]
+    _tamper_and_audit(a.export())
+
+    # The lock log audits clean too.
+    log_path = tmp_path / "log.json"
+    log_path.write_text(a.lock("log", "--json", "--limit", "1000").stdout)
+    assert json.loads(tka("audit", "--json", str(log_path)).stdout)["verdict"] == "valid"
 
     # Disable with a secret; the others learn it from the export.
     bad = a.lock("disable", "disablement-secret:" + "00" * 32, ok=False)
@@ -142,6 +158,18 @@ def test_lifecycle_of_three_nodes_exchanging_files(tmp_path: Path) -> None:
     path = a.export()
     b.lock("import", path)
     assert b.status()["Enabled"] is False
+
+
+def _tamper_and_audit(path: str) -> None:
+    doc = json.loads(Path(path).read_text())
+    raw = bytearray(base64.b64decode(doc["aums"][3]))
+    raw[-5] ^= 1  # a bit of the last signature
+    doc["aums"][3] = base64.b64encode(bytes(raw)).decode()
+    Path(path).write_text(json.dumps(doc))
+    broken = hash_to_text(hashlib.blake2s(AUM.from_bytes(bytes(raw)).to_bytes()).digest())
+    proc = tka("audit", path, ok=False)
+    assert proc.returncode == 1
+    assert "INVALID" in proc.stdout and broken in proc.stdout
 
 
 def test_a_second_process_on_the_same_state_dir_waits_then_refuses(tmp_path: Path) -> None:

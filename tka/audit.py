@@ -928,6 +928,19 @@ def _audit_tree(
     if len(roots) > 1:
         reasons = []
         genesis = [r for r in roots if r.parent is None]
+        if len(genesis) == 1:
+            # An AUM altered in transit changes its hash, which orphans its
+            # children; name the altered AUM itself first: walking the tree
+            # that does hang off the genesis finds where verification fails.
+            anchor = _anchor_state(genesis[0])
+            if anchor is not None:
+                walked = _walk(_parents_first(by_hash.values(), genesis), genesis[0], anchor)
+                if walked.failure is not None:
+                    altered, why = walked.failure
+                    position = None if index_of is None else index_of.get(altered.hash)
+                    reasons.append(
+                        AuditReason(f"AUM {altered.hash_text}: {why}", position, altered.hash_text)
+                    )
         for r in roots:
             if r.parent is None:
                 if len(genesis) > 1:

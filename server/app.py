@@ -1,0 +1,279 @@
+"""The ASGI application: Tailscale's TKA RPCs, an admin API and a health check.
+
+Built on Starlette (routing, requests, responses) and nothing else: the wire
+shapes are tka's own (:mod:`tka.control.wire`), so no framework model layer
+stands between the JSON and the checks. Every endpoint:
+
+* reads the body itself, refusing it with 413 as soon as it passes the path's
+  limit (10 MiB for init and sync, 1 MiB otherwise, as Tailscale's client
+  reads), whatever the ``Content-Length`` claims;
+* accepts ``GET`` with a JSON body, as Tailscale's client sends, and ``POST``;
+* runs the blocking service call in a worker thread;
+* answers errors as ``{"error": "...", "code": "..."}`` with a 4xx status for
+  anything the caller sent (5xx only when the database fails, or for a bug);
+* logs one structured line (no bodies, tokens or secrets).
+
+Routes::
+
+    GET  /healthz
+    GET|POST /machine/tka/{init/begin,init/finish,bootstrap,sync/offer,sync/send,
+                           disable,sign,affected-sigs}     node token
+    GET|POST /machine/register, /machine/map               node token
+    GET|POST /admin/tailnets                               admin token
+    GET  /admin/tailnets/{name}
+    GET|POST /admin/tailnets/{name}/nodes
+    DELETE /admin/tailnets/{name}/nodes/{id}
+    GET  /admin/tailnets/{name}/locked-out
+    GET  /admin/tailnets/{name}/log?limit=N                v1 JSON lock log
+    GET  /admin/tailnets/{name}/affected-sigs?key=tlpub:...
+
+Tokens travel as ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tka.control import wire
+from tka.control.errors import BadRequest, NotFound, PayloadTooLarge, http_status
+from tka.control.service import RPCS, SMALL_BODY, ControlService, RequestContext
+from tka.errors import DecodeError, TKAError
+from tka.nlkeys import NLPublic
+
+from .logs import log_event, now_ms
+
+__all__ = ["create_app"]
+
+_INT64_MAX: Final = 2**63 - 1
+
+Endpoint = Callable[[Request, RequestContext], Awaitable[Response]]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":")) + "\n",
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json({"error": message, "code": code}, status)
+
+
+def _token(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes *limit* bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _tailnet_param(request: Request) -> str:
+    return str(request.path_params["name"])
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    """Error mapping and one structured log line around an endpoint."""
+
+    async def run(request: Request) -> Response:
+        ctx = RequestContext()
+        start = now_ms()
+        code = ""
+        try:
+            response = await endpoint(request, ctx)
+        except TKAError as exc:
+            status, code = http_status(exc)
+            response = _error(status, code, str(exc))
+        except ClientDisconnect:
+            status, code = 400, "client_disconnected"
+            response = _error(status, code, "client disconnected")
+        except Exception:
+            # A bug: say so without details, log where it happened.
+            logging.getLogger("tka.server").exception(
+                "internal error",
+                extra={"fields": {"event": "internal_error", "path": request.url.path}},
+            )
+            code = "internal"
+            response = _error(500, code, "internal error")
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": response.status_code,
+            "ms": round(now_ms() - start, 2),
+        }
+        if ctx.tailnet is not None:
+            fields["tailnet"] = ctx.tailnet
+        if ctx.node_id is not None:
+            fields["node_id"] = ctx.node_id
+        if code:
+            fields["code"] = code
+        log_event(
+            "request", logging.INFO if response.status_code < 500 else logging.ERROR, **fields
+        )
+        for ev in ctx.events:
+            log_event(
+                str(ev.get("event", "event")),
+                tailnet=ctx.tailnet,
+                node_id=ctx.node_id,
+                **{k: v for k, v in ev.items() if k != "event"},
+            )
+        return response
+
+    return run
+
+
+def create_app(
+    service: ControlService, *, on_shutdown: Callable[[], None] | None = None
+) -> Starlette:
+    """The ASGI application serving *service*.
+
+    *on_shutdown* runs after the server stopped taking requests and the
+    last one finished (uvicorn's graceful shutdown), e.g. to close the store.
+    """
+
+    async def healthz(request: Request, ctx: RequestContext) -> Response:
+        await run_in_threadpool(service.store.ping)
+        return _json({"status": "ok", "store": service.store.url_scheme})
+
+    async def machine(request: Request, ctx: RequestContext) -> Response:
+        path = request.url.path
+        spec = RPCS.get(path)
+        if spec is None:
+            raise NotFound(f"no RPC at {path}")
+        body = await _body(request, spec.body_limit)
+        obj = wire.parse_body(body)
+        out = await run_in_threadpool(service.handle, path, _token(request), obj, ctx)
+        return _json(out)
+
+    async def admin(request: Request) -> None:
+        await run_in_threadpool(service.authenticate_admin, _token(request))
+
+    async def admin_tailnets(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        if request.method == "GET":
+            return _json({"Tailnets": await run_in_threadpool(service.tailnets)})
+        obj = wire.parse_body(await _body(request, SMALL_BODY))
+        name = obj.get("Name")
+        if not isinstance(name, str):
+            raise BadRequest("Name: expected a string")
+        ctx.tailnet = name if len(name) <= 63 else None
+        return _json(await run_in_threadpool(service.create_tailnet, name), 201)
+
+    async def admin_tailnet(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        return _json(await run_in_threadpool(service.tailnet_status, _tailnet_param(request)))
+
+    async def admin_nodes(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        name = _tailnet_param(request)
+        if request.method == "GET":
+            nodes = await run_in_threadpool(service.node_decisions, name)
+            return _json({"Nodes": [wire.encode(n) for n in nodes]})
+        obj = wire.parse_body(await _body(request, SMALL_BODY))
+        req = wire.decode(wire.AdminRegisterRequest, obj)
+        out = await run_in_threadpool(service.register_node, name, req)
+        ctx.tailnet, ctx.node_id = name, int(out["NodeID"])
+        return _json(out, 201)
+
+    async def admin_node(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        text = str(request.path_params["node_id"])
+        if not text.isdigit() or len(text) > 19 or int(text) > _INT64_MAX:
+            raise NotFound("no such node")
+        await run_in_threadpool(service.delete_node, _tailnet_param(request), int(text))
+        return _json({})
+
+    async def admin_locked_out(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        nodes = await run_in_threadpool(service.node_decisions, _tailnet_param(request))
+        return _json({"Nodes": [wire.encode(n) for n in nodes if not n.admitted]})
+
+    async def admin_log(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        text = request.query_params.get("limit", "50")
+        if not text.isdigit() or len(text) > 9:
+            raise BadRequest("limit: expected a positive whole number")
+        out = await run_in_threadpool(service.lock_log, _tailnet_param(request), int(text))
+        return Response(out, media_type="application/json")
+
+    async def admin_affected(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        try:
+            key = NLPublic.from_text(request.query_params.get("key", ""))
+        except DecodeError:
+            raise BadRequest("key: expected tlpub: followed by 64 hex digits") from None
+        sigs = await run_in_threadpool(
+            service.admin_affected_sigs, _tailnet_param(request), key.raw
+        )
+        return _json({"Signatures": [base64.b64encode(s).decode() for s in sigs]})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        response = _error(status, code, str(detail))
+        log_event("request", method=request.method, path=request.url.path, status=status, code=code)
+        return response
+
+    routes = [
+        Route("/healthz", _wrap(healthz), methods=["GET"]),
+        Route("/machine/{rest:path}", _wrap(machine), methods=["GET", "POST"]),
+        Route("/admin/tailnets", _wrap(admin_tailnets), methods=["GET", "POST"]),
+        Route("/admin/tailnets/{name}", _wrap(admin_tailnet), methods=["GET"]),
+        Route("/admin/tailnets/{name}/nodes", _wrap(admin_nodes), methods=["GET", "POST"]),
+        Route("/admin/tailnets/{name}/nodes/{node_id}", _wrap(admin_node), methods=["DELETE"]),
+        Route("/admin/tailnets/{name}/locked-out", _wrap(admin_locked_out), methods=["GET"]),
+        Route("/admin/tailnets/{name}/log", _wrap(admin_log), methods=["GET"]),
+        Route("/admin/tailnets/{name}/affected-sigs", _wrap(admin_affected), methods=["GET"]),
+    ]
+
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log_event("started", store=service.store.url_scheme)
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await run_in_threadpool(on_shutdown)
+            log_event("stopped")
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, 404: http_error, 405: http_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,543 @@
+"""What the control service keeps, and the protocol its databases implement.
+
+Per tailnet the service keeps one row (:class:`TailnetRow`: whether lock is
+off, being initialized, enabled or disabled; the head; the pending genesis;
+the disablement secret once used), the tailnet's AUMs, and its registered
+nodes (:class:`NodeRow`: node ID, node key, rotation key, signature, the
+hash of the node's token). Admin tokens are kept hashed too.
+
+Every read happens in a :meth:`ControlStore.read` transaction (one
+consistent snapshot) and every write in a :meth:`ControlStore.write`
+transaction for one tailnet: writers to the same tailnet are serialized
+(SQLite: the database's single writer lock; PostgreSQL: ``SELECT ... FOR
+UPDATE`` on the tailnet's row), so two concurrent writers never both build
+on the same head. A write transaction that raises is rolled back whole: a
+request is applied entirely or not at all.
+
+Backends: :mod:`tka.control.sqlite` (the embedded default) and
+:mod:`tka.control.postgres` (several service replicas on one database).
+:func:`open_store` picks one from a URL. Both share the SQL in
+:class:`SQLTransaction`, written once with ``?`` placeholders.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from tka.aum import AUM, HASH_SIZE
+from tka.control.errors import Conflict, StoreUnavailable
+from tka.errors import DecodeError, StorageError, UsageError
+
+__all__ = [
+    "STATUS_DISABLED",
+    "STATUS_ENABLED",
+    "STATUS_OFF",
+    "STATUS_PENDING",
+    "ControlStore",
+    "NodeRow",
+    "SQLTransaction",
+    "TailnetRow",
+    "Transaction",
+    "open_store",
+]
+
+STATUS_OFF: Final = "off"
+STATUS_PENDING: Final = "pending"
+STATUS_ENABLED: Final = "enabled"
+STATUS_DISABLED: Final = "disabled"
+
+#: Version of the control schema this code writes (``tka_control_meta``).
+SCHEMA_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class TailnetRow:
+    """One tailnet and the state of its lock."""
+
+    name: str
+    status: str = STATUS_OFF
+    head: bytes | None = None
+    last_active_ancestor: bytes | None = None
+    pending_genesis: bytes | None = None
+    """The genesis AUM of an initialization begun but not finished."""
+    pending_node: int | None = None
+    """The node that began that initialization."""
+    disablement_secret: bytes | None = None
+    """The secret lock was disabled with, kept so offline nodes learn of it."""
+    support_disablement: bytes | None = None
+    """A disablement secret the initializing node handed to the operator."""
+    version: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+    def __repr__(self) -> str:
+        # Secrets stay out of logs and tracebacks.
+        return f"TailnetRow(name={self.name!r}, status={self.status!r}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A registered node."""
+
+    node_id: int
+    tailnet: str
+    node_key: bytes
+    token_hash: bytes
+    name: str = ""
+    rotation_pubkey: bytes | None = None
+    nl_key: bytes | None = None
+    signature: bytes | None = None
+    reported_head: bytes | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"NodeRow(node_id={self.node_id}, tailnet={self.tailnet!r})"
+
+
+class Transaction(Protocol):
+    """The operations of one transaction (see :class:`SQLTransaction`)."""
+
+    def tailnet(self, name: str) -> TailnetRow | None:
+        """The tailnet, or ``None``."""
+        ...
+
+    def tailnets(self) -> list[TailnetRow]:
+        """Every tailnet, by name."""
+        ...
+
+    def insert_tailnet(self, name: str, now: float) -> TailnetRow:
+        """Create a tailnet; :class:`Conflict` if it exists."""
+        ...
+
+    def save_tailnet(self, row: TailnetRow, now: float) -> TailnetRow:
+        """Write back a tailnet's mutable fields, bumping its version."""
+        ...
+
+    def aum_storage(self, tailnet: str) -> AUMStorage:
+        """The tailnet's AUMs as a :class:`~tka.storage.Storage`, inside this transaction."""
+        ...
+
+    def delete_aums(self, tailnet: str) -> None:
+        """Forget every AUM of the tailnet (before a new genesis)."""
+        ...
+
+    def node(self, node_id: int) -> NodeRow | None:
+        """A node by ID."""
+        ...
+
+    def node_by_key(self, tailnet: str, node_key: bytes) -> NodeRow | None:
+        """The tailnet's node with this node key."""
+        ...
+
+    def nodes(self, tailnet: str) -> list[NodeRow]:
+        """The tailnet's nodes, by ID."""
+        ...
+
+    def insert_node(self, row: NodeRow) -> NodeRow:
+        """Register a node; its ``node_id`` is assigned (the one given is ignored)."""
+        ...
+
+    def save_node(self, row: NodeRow) -> None:
+        """Write back a node's key, signature and reported head."""
+        ...
+
+    def delete_node(self, node_id: int) -> None:
+        """Forget a node."""
+        ...
+
+    def insert_admin_token(self, token_hash: bytes, label: str, now: float) -> int:
+        """Keep an admin token's hash; returns the token's ID."""
+        ...
+
+    def admin_token_hash(self, token_id: int) -> bytes | None:
+        """The hash of an admin token, by ID."""
+        ...
+
+    def add_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> None:
+        """Remember the state IDs of an authority that was disabled."""
+        ...
+
+    def is_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> bool:
+        """Whether an authority with these state IDs was disabled in this tailnet."""
+        ...
+
+
+class ControlStore(Protocol):
+    """A control service's database."""
+
+    url_scheme: str
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A read-only transaction over one consistent snapshot."""
+        ...
+
+    def write(self, tailnet: str | None = None) -> AbstractContextManager[Transaction]:
+        """A write transaction; with *tailnet*, serialized against every writer to it."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Committed writes are already durable."""
+        ...
+
+
+# -- decoded AUMs ----------------------------------------------------------------------
+
+
+class _AUMCache:
+    """Decoded AUMs by hash, shared by every transaction of the process.
+
+    AUMs are content-addressed: bytes that decode to an AUM with hash *h*
+    always do, so a cached decode never goes stale.
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[bytes, AUM] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, h: bytes, blob: bytes) -> AUM:
+        with self._lock:
+            found = self._entries.get(h)
+            if found is not None:
+                self._entries.move_to_end(h)
+                return found
+        try:
+            aum = AUM.from_bytes(blob)
+        except DecodeError as exc:
+            raise StorageError(f"stored AUM {h.hex()} does not decode: {exc}") from None
+        if aum.hash != h:
+            raise StorageError(f"stored AUM {h.hex()} hashes to {aum.hash.hex()}")
+        with self._lock:
+            self._entries[h] = aum
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return aum
+
+
+AUM_CACHE: Final = _AUMCache()
+
+
+# -- the shared SQL ---------------------------------------------------------------------
+
+_TAILNET_COLS: Final = (
+    "name, status, head, laa, pending_genesis, pending_node, disablement_secret, "
+    "support_disablement, version, created, updated"
+)
+_NODE_COLS: Final = (
+    "node_id, tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, signature, "
+    "reported_head, created, updated"
+)
+
+
+def _b(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def _tailnet_row(r: Sequence[Any]) -> TailnetRow:
+    return TailnetRow(
+        name=str(r[0]),
+        status=str(r[1]),
+        head=_b(r[2]),
+        last_active_ancestor=_b(r[3]),
+        pending_genesis=_b(r[4]),
+        pending_node=None if r[5] is None else int(r[5]),
+        disablement_secret=_b(r[6]),
+        support_disablement=_b(r[7]),
+        version=int(r[8]),
+        created=float(r[9]),
+        updated=float(r[10]),
+    )
+
+
+def _node_row(r: Sequence[Any]) -> NodeRow:
+    return NodeRow(
+        node_id=int(r[0]),
+        tailnet=str(r[1]),
+        node_key=bytes(r[2]),
+        token_hash=bytes(r[3]),
+        name=str(r[4]),
+        rotation_pubkey=_b(r[5]),
+        nl_key=_b(r[6]),
+        signature=_b(r[7]),
+        reported_head=_b(r[8]),
+        created=float(r[9]),
+        updated=float(r[10]),
+    )
+
+
+class SQLTransaction:
+    """The control schema's queries over one DB-API connection in a transaction.
+
+    *execute* runs one statement (``?`` placeholders) and returns its rows;
+    backends adapt placeholders and error types.
+    """
+
+    def __init__(self, conn: Any, paramstyle: str = "qmark") -> None:
+        self._conn = conn
+        self._pg = paramstyle == "format"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run *sql* and return every row it produces (empty for statements)."""
+        if self._pg:
+            sql = sql.replace("?", "%s")
+        cur = self._conn.execute(sql, tuple(params))
+        if cur.description is None:
+            return []
+        return [tuple(r) for r in cur.fetchall()]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
+
+    # -- tailnets --
+
+    def tailnet(self, name: str) -> TailnetRow | None:
+        r = self._one(f"SELECT {_TAILNET_COLS} FROM tailnets WHERE name = ?", (name,))
+        return None if r is None else _tailnet_row(r)
+
+    def tailnets(self) -> list[TailnetRow]:
+        return [
+            _tailnet_row(r)
+            for r in self.execute(f"SELECT {_TAILNET_COLS} FROM tailnets ORDER BY name")
+        ]
+
+    def insert_tailnet(self, name: str, now: float) -> TailnetRow:
+        if self.tailnet(name) is not None:
+            raise Conflict(f"tailnet {name!r} already exists")
+        self.execute(
+            "INSERT INTO tailnets (name, status, version, created, updated) VALUES (?, ?, 0, ?, ?)",
+            (name, STATUS_OFF, now, now),
+        )
+        row = self.tailnet(name)
+        assert row is not None
+        return row
+
+    def save_tailnet(self, row: TailnetRow, now: float) -> TailnetRow:
+        self.execute(
+            "UPDATE tailnets SET status = ?, head = ?, laa = ?, pending_genesis = ?, "
+            "pending_node = ?, disablement_secret = ?, support_disablement = ?, "
+            "version = version + 1, updated = ? WHERE name = ?",
+            (
+                row.status,
+                row.head,
+                row.last_active_ancestor,
+                row.pending_genesis,
+                row.pending_node,
+                row.disablement_secret,
+                row.support_disablement,
+                now,
+                row.name,
+            ),
+        )
+        return replace(row, version=row.version + 1, updated=now)
+
+    # -- AUMs --
+
+    def aum_storage(self, tailnet: str) -> AUMStorage:
+        return AUMStorage(self, tailnet)
+
+    def delete_aums(self, tailnet: str) -> None:
+        self.execute("DELETE FROM aums WHERE tailnet = ?", (tailnet,))
+
+    # -- nodes --
+
+    def node(self, node_id: int) -> NodeRow | None:
+        r = self._one(f"SELECT {_NODE_COLS} FROM nodes WHERE node_id = ?", (node_id,))
+        return None if r is None else _node_row(r)
+
+    def node_by_key(self, tailnet: str, node_key: bytes) -> NodeRow | None:
+        r = self._one(
+            f"SELECT {_NODE_COLS} FROM nodes WHERE tailnet = ? AND node_key = ?",
+            (tailnet, node_key),
+        )
+        return None if r is None else _node_row(r)
+
+    def nodes(self, tailnet: str) -> list[NodeRow]:
+        return [
+            _node_row(r)
+            for r in self.execute(
+                f"SELECT {_NODE_COLS} FROM nodes WHERE tailnet = ? ORDER BY node_id", (tailnet,)
+            )
+        ]
+
+    def insert_node(self, row: NodeRow) -> NodeRow:
+        if self.node_by_key(row.tailnet, row.node_key) is not None:
+            raise Conflict("a node with this node key is already registered in the tailnet")
+        r = self._one(
+            "INSERT INTO nodes (tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, "
+            "signature, reported_head, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING node_id",
+            (
+                row.tailnet,
+                row.node_key,
+                row.token_hash,
+                row.name,
+                row.rotation_pubkey,
+                row.nl_key,
+                row.signature,
+                row.reported_head,
+                row.created,
+                row.updated,
+            ),
+        )
+        assert r is not None
+        return replace(row, node_id=int(r[0]))
+
+    def save_node(self, row: NodeRow) -> None:
+        self.execute(
+            "UPDATE nodes SET node_key = ?, signature = ?, reported_head = ?, token_hash = ?, "
+            "updated = ? WHERE node_id = ?",
+            (
+                row.node_key,
+                row.signature,
+                row.reported_head,
+                row.token_hash,
+                row.updated,
+                row.node_id,
+            ),
+        )
+
+    def delete_node(self, node_id: int) -> None:
+        self.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+
+    # -- admin tokens --
+
+    def insert_admin_token(self, token_hash: bytes, label: str, now: float) -> int:
+        r = self._one(
+            "INSERT INTO admin_tokens (token_hash, label, created) VALUES (?, ?, ?) "
+            "RETURNING token_id",
+            (token_hash, label, now),
+        )
+        assert r is not None
+        return int(r[0])
+
+    def admin_token_hash(self, token_id: int) -> bytes | None:
+        r = self._one("SELECT token_hash FROM admin_tokens WHERE token_id = ?", (token_id,))
+        return None if r is None else bytes(r[0])
+
+    # -- disabled authorities --
+
+    def add_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> None:
+        # State IDs are uint64; stored as their signed 64-bit twins to fit BIGINT.
+        self.execute(
+            "INSERT INTO disabled_states (tailnet, state_id1, state_id2) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (tailnet, _signed64(state_id1), _signed64(state_id2)),
+        )
+
+    def is_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> bool:
+        r = self._one(
+            "SELECT 1 FROM disabled_states WHERE tailnet = ? AND state_id1 = ? AND state_id2 = ?",
+            (tailnet, _signed64(state_id1), _signed64(state_id2)),
+        )
+        return r is not None
+
+
+def _signed64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+class AUMStorage:
+    """A tailnet's AUMs seen through one transaction: a :class:`~tka.storage.Storage`.
+
+    Writes become durable when the transaction commits, which happens before
+    the service answers.
+    """
+
+    def __init__(self, txn: SQLTransaction, tailnet: str) -> None:
+        self._txn = txn
+        self._tailnet = tailnet
+
+    def get(self, aum_hash: bytes) -> AUM | None:
+        """The stored AUM with this hash, or ``None``."""
+        h = bytes(aum_hash)
+        rows = self._txn.execute(
+            "SELECT aum FROM aums WHERE tailnet = ? AND hash = ?", (self._tailnet, h)
+        )
+        return AUM_CACHE.decode(h, bytes(rows[0][0])) if rows else None
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        """Stored AUMs whose parent is *aum_hash*."""
+        rows = self._txn.execute(
+            "SELECT hash, aum FROM aums WHERE tailnet = ? AND parent = ?",
+            (self._tailnet, bytes(aum_hash)),
+        )
+        return [AUM_CACHE.decode(bytes(h), bytes(b)) for h, b in rows]
+
+    def heads(self) -> list[AUM]:
+        """Stored AUMs no stored AUM names as its parent."""
+        rows = self._txn.execute(
+            "SELECT a.hash, a.aum FROM aums a WHERE a.tailnet = ? AND NOT EXISTS "
+            "(SELECT 1 FROM aums c WHERE c.tailnet = a.tailnet AND c.parent = a.hash)",
+            (self._tailnet,),
+        )
+        return [AUM_CACHE.decode(bytes(h), bytes(b)) for h, b in rows]
+
+    def commit_verified(self, aums: Sequence[AUM]) -> None:
+        """Store verified AUMs (part of the enclosing transaction)."""
+        for a in aums:
+            self._txn.execute(
+                "INSERT INTO aums (tailnet, hash, parent, aum) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (self._tailnet, a.hash, a.parent, a.to_bytes()),
+            )
+
+    def last_active_ancestor(self) -> bytes | None:
+        """The hint kept in the tailnet's row."""
+        rows = self._txn.execute("SELECT laa FROM tailnets WHERE name = ?", (self._tailnet,))
+        v = _b(rows[0][0]) if rows else None
+        return v if v is not None and len(v) == HASH_SIZE else None
+
+    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
+        """Record the hint in the tailnet's row."""
+        self._txn.execute(
+            "UPDATE tailnets SET laa = ? WHERE name = ?", (bytes(aum_hash), self._tailnet)
+        )
+
+    def all_aums(self) -> list[AUM]:
+        """Every stored AUM of the tailnet (for exports)."""
+        rows = self._txn.execute("SELECT hash, aum FROM aums WHERE tailnet = ?", (self._tailnet,))
+        return [AUM_CACHE.decode(bytes(h), bytes(b)) for h, b in rows]
+
+
+def check_schema_version(found: int | None, where: str) -> None:
+    """Refuse a database written by a newer tka."""
+    if found is not None and found > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"{where} has control schema version {found}, newer than this tka understands "
+            f"({SCHEMA_VERSION}); upgrade tka"
+        )
+
+
+def open_store(url: str) -> ControlStore:
+    """Open the store a URL names.
+
+    * ``sqlite:///ABSOLUTE/PATH`` or ``sqlite:RELATIVE/PATH``: one SQLite file;
+    * ``postgresql://...`` (or ``postgres://``): a PostgreSQL database, any
+      libpq connection URL (needs ``psycopg``, from ``tka[server]``).
+    """
+    if url.startswith("sqlite:"):
+        from tka.control.sqlite import SQLiteControlStore
+
+        rest = url[len("sqlite:") :]
+        path = rest[2:] if rest.startswith("//") else rest
+        if not path:
+            raise UsageError("sqlite store URL names no file: use sqlite:///PATH")
+        return SQLiteControlStore(os.path.expanduser(path))
+    if url.startswith(("postgresql://", "postgres://")):
+        from tka.control.postgres import PostgresControlStore
+
+        return PostgresControlStore(url)
+    raise UsageError("unknown store URL: use sqlite:///PATH or postgresql://...")
