@@ -6,6 +6,7 @@ import json
 import os
 
 import click
+
 from ._common import EXIT_REFUSED, EXIT_USAGE, fail
 
 __all__ = ["audit"]

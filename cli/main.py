@@ -12,11 +12,12 @@ import traceback
 from pathlib import Path
 
 import click
-from ._common import EXIT_USAGE, Fail, err_line, exit_code_for
 
 from tka.conformance import KINDS, Context
 from tka.conformance import run as run_vectors
 from tka.errors import TKAError
+
+from ._common import EXIT_USAGE, Fail, err_line, exit_code_for
 
 __all__ = ["cli", "main"]
 
