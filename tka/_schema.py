@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from tka.codec import BadText, CMap, Simple
 from tka.errors import DecodeError
+from tka.limits import CBOR_MAX_ARRAY_ELEMENTS, CBOR_MAX_MAP_PAIRS
 
 __all__ = [
     "Field",
@@ -34,6 +35,11 @@ __all__ = [
     "fill_str_map",
     "fill_struct",
     "fill_uint",
+    "key_shapes",
+    "plain_keys_ok",
+    "plain_list",
+    "plain_text_map",
+    "plain_uint",
 ]
 
 _INT64_MIN: Final = -(1 << 63)
@@ -196,3 +202,92 @@ def fill_struct(node: Any, fields: dict[int, Field], where: str) -> dict[str, An
         name, filler, _ = fields[field_id]
         values[name] = filler(value, f"{where} field {field_id}")
     return values
+
+
+# -- the narrow rules of the fast decoding paths ---------------------------------
+#
+# The wire types first try to decode bytes with cbor2's C decoder (a "plain"
+# tree of dicts, lists, ints, bytes, str and None) and fall back to the strict
+# parser above when that fails. The fast path returns a value only when
+#
+#   (a) its narrow filler accepts the tree: every node has the exact plain
+#       type the field needs (``type(x) is int``, so no bool, float, Decimal,
+#       datetime, CBORTag, ...), every map's keys are exact ints from an
+#       allowed set, in ascending order, with no field the encoder would omit
+#       (nil, empty, zero) and none it always writes missing, sizes within the
+#       caps; and
+#   (b) cbor2's encoder, given that tree, writes back exactly the input bytes.
+#
+# Why that is the strict path's answer: by (a) the tree is made only of plain
+# values with no integer outside 0..2**64-1 (so no bignum tags), and for such
+# a tree the encoder writes definite lengths, shortest heads, no tags, and
+# each dict's pairs in order; so by (b) the input is one well-formed item with
+# nothing after it, no tag, no indefinite length, no duplicate key (a dict
+# cannot hold two and the map head counts its pairs) and no nesting or size
+# beyond the caps. The strict parser therefore accepts it and yields the same
+# tree (maps as CMap pairs in the same order), on which the strict fillers give
+# what the narrow ones gave: the narrow fillers apply the same rule to each
+# shape they accept and refuse every other shape. Finally, a tree accepted by
+# (a) is exactly what the value's ``to_cbor_obj`` produces, already in
+# canonical key order, so its canonical encoding is the input itself and may
+# be cached as such. Anything refused goes to the strict path, which decides.
+# ``tests/test_codec_fastpath.py`` checks this agreement on arbitrary and
+# mutated inputs.
+
+
+def key_shapes(required: tuple[int, ...], optional: tuple[int, ...]) -> frozenset[tuple[int, ...]]:
+    """Every ascending key tuple that holds all of *required* and any of *optional*."""
+    shapes = set()
+    for mask in range(1 << len(optional)):
+        chosen = [k for i, k in enumerate(optional) if mask >> i & 1]
+        shapes.add(tuple(sorted((*required, *chosen))))
+    return frozenset(shapes)
+
+
+def plain_keys_ok(node: dict[Any, Any], shapes: frozenset[tuple[int, ...]]) -> bool:
+    """Whether *node*'s keys, in order, are one of *shapes*, and all exact ints.
+
+    The type test matters: ``True == 1`` and ``2.0 == 2``, so a tuple of bools
+    or floats would pass the membership test, while Go refuses such keys.
+    """
+    keys = tuple(node)
+    if keys not in shapes:
+        return False
+    for k in keys:  # noqa: SIM110 - a plain loop is faster than all() with a generator
+        if type(k) is not int:
+            return False
+    return True
+
+
+def plain_uint(node: Any, bits: int) -> bool:
+    """Whether *node* is an exact int that fits an unsigned field of *bits* bits."""
+    return type(node) is int and node >= 0 and not node >> bits
+
+
+def plain_text_map(node: Any) -> dict[str, str] | None:
+    """A non-empty text map with keys in canonical order, else ``None``.
+
+    Empty maps are refused because the encoders omit them; canonical order
+    for text keys is by UTF-8 length, then bytewise (the encoded head grows
+    with the length, so this is the order of the encoded keys).
+    """
+    if type(node) is not dict or not node or len(node) > CBOR_MAX_MAP_PAIRS:
+        return None
+    prev: tuple[int, bytes] | None = None
+    for k, v in node.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+        try:
+            raw = k.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        cur = (len(raw), raw)
+        if prev is not None and cur <= prev:
+            return None
+        prev = cur
+    return node
+
+
+def plain_list(node: Any) -> bool:
+    """Whether *node* is a list within the array cap."""
+    return type(node) is list and len(node) <= CBOR_MAX_ARRAY_ELEMENTS

@@ -22,14 +22,28 @@ import base64
 import binascii
 import enum
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any, Final
 
+import cbor2
+
 from tka import codec
-from tka._schema import Field, fill_bytes, fill_list, fill_str_map, fill_struct, fill_uint
+from tka._cache import cached
+from tka._schema import (
+    Field,
+    fill_bytes,
+    fill_list,
+    fill_str_map,
+    fill_struct,
+    fill_uint,
+    key_shapes,
+    plain_text_map,
+    plain_uint,
+)
 from tka.errors import DecodeError, ValidationError
 from tka.key import Key
+from tka.limits import CBOR_MAX_ARRAY_ELEMENTS
 from tka.state import State
 
 __all__ = [
@@ -51,8 +65,23 @@ def blake2s(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
+_B32_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# Python's base64 module does base32 in pure Python, slowly; the filesystem
+# store names every AUM file this way. For the 32-byte case: 256 bits plus 4
+# zero bits are 52 five-bit digits, written here 10 bits (two characters) at
+# a time, and read back by int() in base 32 after mapping the alphabet onto
+# the digits int() knows.
+_B32_PAIRS: Final = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
+_B32_SHIFTS: Final = tuple(range(250, -1, -10))
+_B32_TO_INT_DIGITS: Final = str.maketrans(_B32_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+_B32_HASH_TEXT: Final = re.compile(f"[{_B32_ALPHABET}]{{52}}")
+
+
 def hash_to_text(h: bytes) -> str:
     """Tailscale's text form of an AUM hash: base32, standard alphabet, no padding."""
+    if len(h) == HASH_SIZE:
+        n = int.from_bytes(h, "big") << 4
+        return "".join([_B32_PAIRS[(n >> shift) & 0x3FF] for shift in _B32_SHIFTS])
     return base64.b32encode(h).decode("ascii").rstrip("=")
 
 
@@ -63,6 +92,11 @@ def hash_from_text(text: str) -> bytes:
     # Go checks the decoded length first, then decodes.
     if len(text) * 5 // 8 != HASH_SIZE:
         raise DecodeError(f"aum hash: text is {len(text)} characters, want 52")
+    if _B32_HASH_TEXT.fullmatch(text):
+        # As base64.b32decode below, the 4 bits past the 256th are dropped
+        # unchecked.
+        n = int(text.translate(_B32_TO_INT_DIGITS), 32)
+        return (n >> 4).to_bytes(HASH_SIZE, "big")
     try:
         return base64.b32decode(text + "====")
     except (binascii.Error, ValueError):
@@ -139,7 +173,17 @@ class AUM:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AUM:
-        """Decode an AUM strictly (Tailscale's ``AUM.Unserialize``); no validation."""
+        """Decode an AUM strictly (Tailscale's ``AUM.Unserialize``); no validation.
+
+        Canonical bytes (what every tka and Tailscale node writes) take a fast
+        path through cbor2's C decoder that gives the same result as the
+        strict parser (see the end of :mod:`tka._schema` for why); anything
+        else is decoded by the strict parser.
+        """
+        if type(data) is bytes:
+            fast = _from_canonical(data)
+            if fast is not None:
+                return fast
         return cls.from_cbor_obj(codec.parse(data))
 
     @classmethod
@@ -151,7 +195,7 @@ class AUM:
         return cls(**v)
 
     def to_cbor_obj(self, with_signatures: bool = True) -> dict[int, Any]:
-        """The value handed to the canonical encoder."""
+        """The value handed to the canonical encoder (maps in canonical key order)."""
         out: dict[int, Any] = {1: self.message_kind, 2: self.prev_aum_hash}
         if self.key is not None:
             out[3] = self.key.to_cbor_obj()
@@ -162,32 +206,47 @@ class AUM:
         if self.votes is not None:
             out[6] = self.votes
         if self.meta:
-            out[7] = self.meta
+            out[7] = codec.ordered_map(self.meta)
         if with_signatures and self.signatures:
             out[23] = [s.to_cbor_obj() for s in self.signatures]
         return out
 
-    @cached_property
+    @cached
     def canonical(self) -> bytes:
         """The canonical serialization (Tailscale's ``AUM.Serialize``)."""
-        return codec.encode(self.to_cbor_obj())
+        return codec.encode_ordered(self.to_cbor_obj())
 
     def to_bytes(self) -> bytes:
         """Serialize canonically; the inverse of :meth:`from_bytes` up to normalization."""
         return self.canonical
 
-    @cached_property
+    @cached
     def hash(self) -> bytes:
         """The AUM hash: BLAKE2s-256 of the canonical serialization."""
         return blake2s(self.canonical)
 
-    @cached_property
+    @cached
     def sig_hash(self) -> bytes:
         """The digest signatures are made over.
 
         Signatures are left out, else the digest would depend on itself.
         """
-        return blake2s(codec.encode(self.to_cbor_obj(with_signatures=False)))
+        c = self.canonical
+        if not self.signatures:
+            return blake2s(c)
+        # The signatures are the last pair of the canonical map (key 23 sorts
+        # after keys 1-7), and dropping a pair leaves the others' bytes as
+        # they are; only the pair count in the head, a single byte 0xa0 +
+        # count for at most 8 pairs, changes. So the digest input is a prefix
+        # of the canonical bytes, whose length follows from the field values.
+        size = 1 + codec.head_size(len(self.signatures))  # key 23, array head
+        for sig in self.signatures:
+            size += 5  # map head, key 1, key 2, and one head each when null
+            if sig.key_id is not None:
+                size += codec.head_size(len(sig.key_id)) - 1 + len(sig.key_id)
+            if sig.signature is not None:
+                size += codec.head_size(len(sig.signature)) - 1 + len(sig.signature)
+        return blake2s(bytes((c[0] - 1,)) + c[1 : len(c) - size])
 
     @property
     def hash_text(self) -> str:
@@ -201,9 +260,12 @@ class AUM:
         As Go's ``AUM.Parent``: a previous hash of other than 32 bytes is
         truncated or zero-padded to 32.
         """
-        if not self.prev_aum_hash:
+        prev = self.prev_aum_hash
+        if not prev:
             return None
-        return self.prev_aum_hash[:HASH_SIZE].ljust(HASH_SIZE, b"\x00")
+        if len(prev) == HASH_SIZE:
+            return prev
+        return prev[:HASH_SIZE].ljust(HASH_SIZE, b"\x00")
 
     @property
     def kind_name(self) -> str:
@@ -300,3 +362,125 @@ _AUM_FIELDS: Final[dict[int, Field]] = {
     7: ("meta", fill_str_map, None),
     23: ("signatures", lambda n, w: fill_list(n, Signature.from_cbor_obj, w), None),
 }
+
+
+# Keys 1 and 2 are always written; the others only when set (see the layout).
+_AUM_SHAPES: Final = key_shapes((1, 2), (3, 4, 5, 6, 7, 23))
+
+_new: Final = object.__new__
+_setattr: Final = object.__setattr__
+_blake2s: Final = hashlib.blake2s
+# codec.loads_plain and codec.encode_ordered without the function calls
+# around them: decoding AUMs is a hot path.
+_loads: Final = cbor2.loads
+_dumps: Final = cbor2.dumps
+
+
+def _from_canonical(data: bytes) -> AUM | None:
+    """The fast path of :meth:`AUM.from_bytes`: the AUM, or ``None`` to decode strictly.
+
+    The narrow filler :func:`_from_plain` accepts only trees that are exactly
+    what :meth:`AUM.to_cbor_obj` produces (the rules are listed at the end of
+    :mod:`tka._schema`); the re-encoding check then proves *data* canonical.
+    """
+    try:
+        t = _loads(data)
+    except Exception:
+        return None  # the strict parser gives the authoritative error
+    aum = _from_plain(t)
+    if aum is None or _dumps(t) != data:
+        return None
+    # Prime the caches of the canonical bytes (proven above to be *data*)
+    # and of the hash (wanted for almost every AUM decoded: storage and chain
+    # walks key AUMs by it).
+    d = aum.__dict__
+    d["canonical"] = data
+    d["hash"] = _blake2s(data).digest()
+    return aum
+
+
+def _from_plain(t: Any) -> AUM | None:
+    """The narrow filler of the AUM fast path: an AUM, or ``None`` for any other shape.
+
+    *t* is a tree from cbor2. The caller must still check that re-encoding
+    *t* gives back its input before trusting the result. Written out flat,
+    not with the helpers of :mod:`tka._schema` where it can be avoided: this
+    runs for every AUM read from storage.
+    """
+    if type(t) is not dict:
+        return None
+    keys = tuple(t)
+    if keys not in _AUM_SHAPES:
+        return None
+    for k in keys:
+        if type(k) is not int:  # True == 1 and 2.0 == 2 passed the membership test
+            return None
+    kind = t[1]
+    prev = t[2]
+    if type(kind) is not int or not 0 <= kind <= 0xFF:
+        return None
+    if prev is not None and type(prev) is not bytes:
+        return None
+    key = key_id = state = votes = meta = signatures = None
+    if len(keys) > 2:
+        if 3 in t:
+            key = Key._from_plain(t[3])
+            if key is None:
+                return None
+        if 4 in t:
+            key_id = t[4]
+            if type(key_id) is not bytes or not key_id:
+                return None
+        if 5 in t:
+            state = State._from_plain(t[5])
+            if state is None:
+                return None
+        if 6 in t:
+            votes = t[6]
+            if not plain_uint(votes, 64):
+                return None
+        if 7 in t:
+            meta = plain_text_map(t[7])
+            if meta is None:
+                return None
+        if 23 in t:
+            raw = t[23]
+            if type(raw) is not list or not raw or len(raw) > CBOR_MAX_ARRAY_ELEMENTS:
+                return None
+            sigs = []
+            for s in raw:
+                if type(s) is not dict:
+                    return None
+                sk = tuple(s)
+                if sk != (1, 2) or type(sk[0]) is not int or type(sk[1]) is not int:
+                    return None
+                s_key, s_sig = s[1], s[2]
+                if (s_key is not None and type(s_key) is not bytes) or (
+                    s_sig is not None and type(s_sig) is not bytes
+                ):
+                    return None
+                sig: Signature = _new(Signature)
+                # What the frozen dataclass's generated __init__ does (it has
+                # no __post_init__).
+                _setattr(sig, "key_id", s_key)
+                _setattr(sig, "signature", s_sig)
+                sigs.append(sig)
+            signatures = tuple(sigs)
+    aum: AUM = _new(AUM)
+    # The generated __init__ only assigns the fields; filling the instance
+    # dictionary at once does the same.
+    _setattr(
+        aum,
+        "__dict__",
+        {
+            "message_kind": kind,
+            "prev_aum_hash": prev,
+            "key": key,
+            "key_id": key_id,
+            "state": state,
+            "votes": votes,
+            "meta": meta,
+            "signatures": signatures,
+        },
+    )
+    return aum

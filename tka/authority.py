@@ -8,7 +8,10 @@ their parent before anything is stored, and a batch is all-or-nothing.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tka import ed25519
@@ -69,6 +72,23 @@ def verify_aum(aum: AUM, state: State, is_genesis: bool = False) -> None:
 
     Raises :class:`~tka.errors.VerificationError` naming the fault.
     """
+    _verify_aum(aum, state, is_genesis, None)
+
+
+#: A signature check put off by :func:`_verify_aum`: (public key, message,
+#: signature, index of the signature in its AUM).
+_Check = tuple[bytes, bytes, bytes, int]
+
+
+def _verify_aum(aum: AUM, state: State, is_genesis: bool, deferred: list[_Check] | None) -> None:
+    """:func:`verify_aum`, optionally putting the Ed25519 checks off.
+
+    With *deferred*, each signature's cryptographic check is appended to it
+    instead of being run; everything else is checked here, in the same order.
+    The caller must run the deferred checks and, if one fails, report it in
+    preference to any error raised after it was deferred (see
+    :meth:`Authority.inform`).
+    """
     try:
         aum.static_validate()
     except ValidationError as exc:
@@ -96,7 +116,9 @@ def verify_aum(aum: AUM, state: State, is_genesis: bool = False) -> None:
         public = key.public or b""
         if len(public) != ed25519.PUBLIC_KEY_SIZE:
             raise VerificationError(f"signature {i}: ed25519 key has wrong length {len(public)}")
-        if not ed25519.verify_zip215(public, sig_hash, sig.signature or b""):
+        if deferred is not None:
+            deferred.append((public, sig_hash, sig.signature or b"", i))
+        elif not ed25519.verify_zip215(public, sig_hash, sig.signature or b""):
             raise VerificationError(f"signature {i}: invalid signature")
     keys = state.keys or ()
     if aum.message_kind == AUMKind.REMOVE_KEY and len(keys) == 1:
@@ -106,6 +128,65 @@ def verify_aum(aum: AUM, state: State, is_genesis: bool = False) -> None:
             only = None
         if only == aum.key_id:
             raise VerificationError("cannot remove the last key in the state")
+
+
+# -- checking many signatures at once ------------------------------------------
+#
+# A batch of updates (a node catching up, a control plane applying a sync)
+# is dominated by Ed25519 checks. libsodium is called through cffi, which
+# releases the GIL for the call, so the checks of a batch are spread over a
+# few threads, one per core. Below this many checks, threads cost more than
+# they save.
+_PARALLEL_MIN_CHECKS = 16
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _verifier_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_pid
+    with _pool_lock:
+        # A forked child inherits the pool object but not its threads:
+        # work handed to it would never run, so the child makes its own.
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tka-verify")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _first_invalid_in(checks: Sequence[_Check], start: int, stop: int) -> int | None:
+    for n in range(start, stop):
+        public, message, signature, _ = checks[n]
+        if not ed25519.verify_zip215(public, message, signature):
+            return n
+    return None
+
+
+def _first_invalid(checks: Sequence[_Check]) -> int | None:
+    """Index of the first check whose signature is invalid, or ``None``.
+
+    Runs the checks on one thread per core (this thread included) when
+    there are enough of them; the answer is the same either way.
+    """
+    workers = _cores()
+    if workers < 2 or len(checks) < _PARALLEL_MIN_CHECKS:
+        return _first_invalid_in(checks, 0, len(checks))
+    size = -(-len(checks) // workers)
+    bounds = [(lo, min(lo + size, len(checks))) for lo in range(0, len(checks), size)]
+    pool = _verifier_pool(workers - 1)
+    futures = [pool.submit(_first_invalid_in, checks, lo, hi) for lo, hi in bounds[1:]]
+    found = [_first_invalid_in(checks, *bounds[0])]
+    found += [f.result() for f in futures]
+    failed = [n for n in found if n is not None]
+    return min(failed) if failed else None
 
 
 class _Overlay:
@@ -276,33 +357,52 @@ class Authority:
         to_commit: list[AUM] = []
         prev_hash = self.head_hash
         head_chain = True
-        for i, update in enumerate(updates):
-            h = update.hash
-            if storage.get(h) is not None:
-                head_chain = False
-                continue
-            parent = update.parent
-            if parent is None:
-                raise VerificationError(f"update {i}: missing parent")
-            state = state_at.get(parent)
-            if state is None:
+        # The Ed25519 checks are put off and run together afterwards (in
+        # parallel when there are many); each is tagged with its update.
+        checks: list[_Check] = []
+        check_update: list[int] = []
+        failure: TKAError | None = None
+        try:
+            for i, update in enumerate(updates):
+                h = update.hash
+                if storage.get(h) is not None:
+                    head_chain = False
+                    continue
+                parent = update.parent
+                if parent is None:
+                    raise VerificationError(f"update {i}: missing parent")
+                state = state_at.get(parent)
+                if state is None:
+                    try:
+                        state = compute_state_at(storage, parent)
+                    except TKAError as exc:
+                        raise type(exc)(f"update {i} computing state: {exc}") from None
+                    state_at[parent] = state
                 try:
-                    state = compute_state_at(storage, parent)
-                except TKAError as exc:
-                    raise type(exc)(f"update {i} computing state: {exc}") from None
-                state_at[parent] = state
-            try:
-                verify_aum(update, state)
-            except VerificationError as exc:
-                raise VerificationError(f"update {i} invalid: {exc}") from None
-            try:
-                state_at[h] = state.apply(update)
-            except StateError as exc:
-                raise StateError(f"update {i} cannot be applied: {exc}") from None
-            if parent != prev_hash:
-                head_chain = False
-            prev_hash = h
-            to_commit.append(update)
+                    _verify_aum(update, state, False, checks)
+                except VerificationError as exc:
+                    raise VerificationError(f"update {i} invalid: {exc}") from None
+                finally:
+                    check_update += [i] * (len(checks) - len(check_update))
+                try:
+                    state_at[h] = state.apply(update)
+                except StateError as exc:
+                    raise StateError(f"update {i} cannot be applied: {exc}") from None
+                if parent != prev_hash:
+                    head_chain = False
+                prev_hash = h
+                to_commit.append(update)
+        except TKAError as exc:
+            # Every check put off so far comes before this error in
+            # Tailscale's order: a bad signature among them is the verdict.
+            failure = exc
+        bad = _first_invalid(checks)
+        if bad is not None:
+            raise VerificationError(
+                f"update {check_update[bad]} invalid: signature {checks[bad][3]}: invalid signature"
+            )
+        if failure is not None:
+            raise failure
 
         if head_chain:
             # Every update extends the head in order: the last one is the

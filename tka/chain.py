@@ -19,7 +19,7 @@ Nothing here checks signatures: AUMs are verified before they are stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -57,6 +57,50 @@ class _Candidate:
     oldest: AUM
     head: AUM
     chains_through_active: bool = False
+
+
+class _LinearView:
+    """A store whose AUMs form one path, answering ``children`` from that path.
+
+    When a store has exactly one head, every stored AUM is an ancestor of it
+    (follow children from any AUM and you reach a head, and there is only
+    one), and the walk back from the head has visited them all: so the
+    children of an AUM on the path are exactly the next AUM on it, and the
+    head has none. Walking forward again then needs no storage lookups, which
+    for a database-backed store halves the queries of opening a chain. The
+    path is what the walk back read, so the forward walk sees the same AUMs.
+    """
+
+    def __init__(self, base: Storage, path: list[AUM]) -> None:
+        self._base = base
+        # path is newest first: path[i + 1] is the parent of path[i].
+        self._next = {path[i + 1].hash: path[i] for i in range(len(path) - 1)}
+        self._head = path[0].hash
+
+    def get(self, aum_hash: bytes) -> AUM | None:
+        return self._base.get(aum_hash)
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        nxt = self._next.get(aum_hash)
+        if nxt is not None:
+            return [nxt]
+        if aum_hash == self._head:
+            return []
+        return self._base.children(aum_hash)
+
+    # The rest of the Storage protocol, passed through.
+
+    def heads(self) -> list[AUM]:
+        return self._base.heads()
+
+    def commit_verified(self, aums: Sequence[AUM]) -> None:
+        self._base.commit_verified(aums)
+
+    def last_active_ancestor(self) -> bytes | None:
+        return self._base.last_active_ancestor()
+
+    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
+        self._base.set_last_active_ancestor(aum_hash)
 
 
 def _need(storage: Storage, aum_hash: bytes, what: str) -> AUM:
@@ -156,9 +200,14 @@ def compute_state_at(storage: Storage, want: bytes, max_iter: int = MAX_SCAN_ITE
 
 def _chain_candidates(
     storage: Storage, last_known_oldest: bytes | None, max_iter: int
-) -> list[_Candidate]:
+) -> tuple[list[_Candidate], list[AUM] | None]:
+    """The candidates walked back to their oldest ancestors.
+
+    With a single head, also the path walked (newest first), else ``None``.
+    """
     candidates = [_Candidate(h, h) for h in storage.heads()]
     candidates.sort(key=lambda c: c.oldest.hash)
+    path = [candidates[0].head] if len(candidates) == 1 else None
     # Walk every candidate back one step per round, as Tailscale does, so the
     # cap counts rounds over the whole tree rather than per chain.
     rounds = 0
@@ -175,11 +224,13 @@ def _chain_candidates(
             if parent is None:
                 continue
             c.oldest = parent
+            if path is not None:
+                path.append(parent)
             if last_known_oldest is not None and parent.hash == last_known_oldest:
                 c.chains_through_active = True
             again = True
         rounds += 1
-    return candidates
+    return candidates, path
 
 
 def _active_ancestor(candidates: list[_Candidate]) -> bytes:
@@ -201,11 +252,13 @@ def compute_active_chain(
 ) -> ActiveChain:
     """Find the active chain in *storage* (``computeActiveChain``)."""
     try:
-        candidates = _chain_candidates(storage, last_known_oldest, max_iter)
+        candidates, path = _chain_candidates(storage, last_known_oldest, max_iter)
     except TKAError as exc:
         raise type(exc)(f"computing candidates: {exc}") from None
     if not candidates:
         raise StateError("no chain candidates in AUM storage")
+    if path is not None:
+        storage = _LinearView(storage, path)
     try:
         oldest_hash = _active_ancestor(candidates)
     except TKAError as exc:

@@ -20,7 +20,13 @@ Decoding is done in two steps, as Tailscale's library does it:
 Encoding uses cbor2's canonical mode, which for the integer-keyed maps and the
 text-keyed metadata maps of tka produces exactly the CTAP2 form: shortest
 integers and lengths, definite lengths, keys ordered by encoded length then
-bytewise.
+bytewise. The wire types build their maps already in that key order and use
+:func:`encode_ordered`, which gives the same bytes without the sorting pass
+(several times faster, and hashing AUMs and signatures is a hot path).
+
+:func:`loads_plain` is the C decoder the fast decoding paths of the wire types
+start from (see :meth:`tka.aum.AUM.from_bytes`); it is never trusted on its
+own.
 """
 
 from __future__ import annotations
@@ -34,7 +40,18 @@ import cbor2
 from tka.errors import DecodeError
 from tka.limits import CBOR_MAX_ARRAY_ELEMENTS, CBOR_MAX_MAP_PAIRS, CBOR_MAX_NESTED_LEVELS
 
-__all__ = ["BadText", "CMap", "Simple", "encode", "parse", "parse_first"]
+__all__ = [
+    "BadText",
+    "CMap",
+    "Simple",
+    "encode",
+    "encode_ordered",
+    "head_size",
+    "loads_plain",
+    "ordered_map",
+    "parse",
+    "parse_first",
+]
 
 
 class CMap:
@@ -255,3 +272,68 @@ def parse_first(data: bytes) -> tuple[Any, int]:
 def encode(value: Any) -> bytes:
     """Encode *value* (dicts, lists, ints, bytes, str, None) as canonical CTAP2 CBOR."""
     return cbor2.dumps(value, canonical=True)
+
+
+def encode_ordered(value: Any) -> bytes:
+    """Encode *value* whose maps are all already in canonical key order.
+
+    For the values the wire types hand over (ints, bytes, str, None, lists and
+    dicts) cbor2's default mode writes exactly what its canonical mode writes
+    -- shortest integers and lengths, definite lengths, no tags -- except that
+    it keeps each dict's own key order instead of sorting. So when every dict
+    is built in canonical order (the integer-keyed structs list their keys in
+    ascending order, all below 24 so one byte each; text-keyed maps go through
+    :func:`ordered_map`), the bytes are those of :func:`encode`.
+    """
+    return _dumps(value)
+
+
+def head_size(argument: int) -> int:
+    """Length of the shortest CBOR head for *argument* (an unsigned integer or a length).
+
+    With it, the position of a field inside canonical bytes can be computed
+    from the decoded values, without encoding anything.
+    """
+    if argument < 24:
+        return 1
+    if argument < 0x100:
+        return 2
+    if argument < 0x10000:
+        return 3
+    if argument < 0x100000000:
+        return 5
+    return 9
+
+
+def _canonical_key(item: tuple[Any, Any]) -> tuple[int, bytes]:
+    enc = encode(item[0])
+    return len(enc), enc
+
+
+def ordered_map(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """*mapping* with its keys in canonical order (encoded length, then bytewise)."""
+    return dict(sorted(mapping.items(), key=_canonical_key))
+
+
+def loads_plain(data: bytes) -> Any:
+    """Decode *data* with cbor2's C decoder, lax as it is; ``None`` when it refuses.
+
+    (``None`` also for the bytes of CBOR null; every caller wants a map.)
+
+    Only a starting point for the fast paths of the wire types: cbor2 ignores
+    trailing bytes, accepts non-shortest lengths, duplicate keys and
+    indefinite lengths, and turns many tags into Python objects (some of which
+    re-encode to the same bytes). A fast path trusts the result only after
+    checking every node's exact type and that re-encoding it gives back
+    *data* byte for byte.
+    """
+    try:
+        return _loads(data)
+    except Exception:
+        # Anything cbor2 refuses (or chokes on: huge bignums raise ValueError)
+        # goes to the strict parser, which gives the authoritative error.
+        return None
+
+
+_dumps: Final = cbor2.dumps
+_loads: Final = cbor2.loads

@@ -13,7 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tka._schema import Field, fill_bytes, fill_str_map, fill_struct, fill_uint
+from tka import codec
+from tka._schema import (
+    Field,
+    fill_bytes,
+    fill_str_map,
+    fill_struct,
+    fill_uint,
+    key_shapes,
+    plain_text_map,
+)
 from tka.errors import ValidationError
 from tka.limits import KEY_VOTES_MAX, MAX_META_BYTES
 
@@ -75,16 +84,50 @@ class Key:
             raise ValidationError(f"key: unrecognized key kind {key_kind_name(self.kind)}")
 
     def to_cbor_obj(self) -> dict[int, Any]:
-        """The value handed to the canonical encoder."""
+        """The value handed to the canonical encoder (maps in canonical key order)."""
         out: dict[int, Any] = {1: self.kind, 2: self.votes, 3: self.public}
         if self.meta:
-            out[12] = self.meta
+            out[12] = codec.ordered_map(self.meta)
         return out
 
     @classmethod
     def from_cbor_obj(cls, node: Any, where: str = "key") -> Key:
         """Fill a key from a parsed CBOR node with Go's decoding rules."""
         return cls(**fill_struct(node, _FIELDS, where))
+
+    @classmethod
+    def _from_plain(cls, node: Any) -> Key | None:
+        """The fast path's narrow filler (see the end of :mod:`tka._schema`).
+
+        Written out flat: every checkpoint read from storage holds keys.
+        """
+        if type(node) is not dict:
+            return None
+        keys = tuple(node)
+        if keys not in _SHAPES:
+            return None
+        for k in keys:
+            if type(k) is not int:  # True == 1 passes the membership test
+                return None
+        kind, votes, public = node[1], node[2], node[3]
+        if type(kind) is not int or not 0 <= kind <= 0xFF:
+            return None
+        if type(votes) is not int or not 0 <= votes < 1 << 64:
+            return None
+        if public is not None and type(public) is not bytes:
+            return None
+        meta = None
+        if len(keys) == 4:
+            meta = plain_text_map(node[12])
+            if meta is None:
+                return None
+        key: Key = _new(cls)
+        # What the frozen dataclass's generated __init__ does (no __post_init__).
+        _setattr(key, "kind", kind)
+        _setattr(key, "votes", votes)
+        _setattr(key, "public", public)
+        _setattr(key, "meta", meta)
+        return key
 
 
 _FIELDS: Final[dict[int, Field]] = {
@@ -93,3 +136,8 @@ _FIELDS: Final[dict[int, Field]] = {
     3: ("public", fill_bytes, None),
     12: ("meta", fill_str_map, None),
 }
+
+# Keys 1-3 are always written, 12 only when there is metadata.
+_SHAPES: Final = key_shapes((1, 2, 3), (12,))
+_new: Final = object.__new__
+_setattr: Final = object.__setattr__

@@ -22,17 +22,19 @@ direct and credential signatures with ZIP-215 (see :mod:`tka.ed25519`).
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import Any, Final
 
+import cbor2
+
 from tka import codec, ed25519
-from tka._schema import Field, fill_bytes, fill_struct, fill_uint
-from tka.aum import blake2s
+from tka._cache import cached
+from tka._schema import Field, fill_bytes, fill_struct, fill_uint, key_shapes
 from tka.errors import DecodeError, NotAuthorized, UsageError, ValidationError
 from tka.key import KEY_KIND_25519, Key
-from tka.limits import MAX_PREV_NODE_KEYS
+from tka.limits import CBOR_MAX_NESTED_LEVELS, MAX_PREV_NODE_KEYS
 from tka.state import State
 
 __all__ = [
@@ -64,6 +66,25 @@ class SigKind(enum.IntEnum):
 
 
 _KIND_NAMES: Final = {0: "invalid", 1: "direct", 2: "rotation", 3: "credential"}
+# The kinds as plain ints for the hot paths (comparing to an IntEnum member
+# looks it up on the enum class every time).
+_DIRECT: Final = 1
+_ROTATION: Final = 2
+_CREDENTIAL: Final = 3
+_head: Final = codec.head_size
+_blake2s: Final = hashlib.blake2s
+_loads: Final = cbor2.loads
+_dumps: Final = cbor2.dumps
+_BYTES: Final = tuple(bytes((i,)) for i in range(256))
+
+
+def _pair_size(n: int) -> int:
+    """Bytes of a map pair with a one-byte key and a byte string of length *n*."""
+    if n < 24:
+        return 2 + n
+    if n < 0x100:
+        return 3 + n
+    return 1 + _head(n) + n
 
 
 def sig_kind_name(kind: int) -> str:
@@ -112,7 +133,15 @@ class NodeKeySignature:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NodeKeySignature:
-        """Decode strictly (Tailscale's ``NodeKeySignature.Unserialize``)."""
+        """Decode strictly (Tailscale's ``NodeKeySignature.Unserialize``).
+
+        Canonical bytes take the same provably equivalent fast path as
+        :meth:`tka.aum.AUM.from_bytes`; anything else the strict parser.
+        """
+        if type(data) is bytes:
+            fast = _from_canonical(data)
+            if fast is not None:
+                return fast
         return cls.from_cbor_obj(codec.parse(data))
 
     @classmethod
@@ -121,7 +150,7 @@ class NodeKeySignature:
         return cls(**fill_struct(node, _FIELDS, where))
 
     def to_cbor_obj(self, with_signature: bool = True) -> dict[int, Any]:
-        """The value handed to the canonical encoder."""
+        """The value handed to the canonical encoder (keys in canonical order)."""
         out: dict[int, Any] = {1: self.sig_kind}
         if self.pubkey:
             out[2] = self.pubkey
@@ -135,19 +164,50 @@ class NodeKeySignature:
             out[6] = self.wrapping_pubkey
         return out
 
-    @cached_property
+    @cached
     def canonical(self) -> bytes:
         """The canonical serialization."""
-        return codec.encode(self.to_cbor_obj())
+        return codec.encode_ordered(self.to_cbor_obj())
 
     def to_bytes(self) -> bytes:
         """Serialize canonically (Tailscale's ``Serialize``)."""
         return self.canonical
 
-    @cached_property
+    @cached
     def sig_hash(self) -> bytes:
         """BLAKE2s-256 of the canonical form without this level's signature."""
-        return blake2s(codec.encode(self.to_cbor_obj(with_signature=False)))
+        c = self.canonical
+        start, end = self._signature_span()
+        if start == end:
+            return _blake2s(c).digest()
+        # Dropping one pair of a canonical map leaves the other pairs' bytes
+        # and order as they are; only the pair count in the head changes,
+        # and with at most 6 pairs the head is the single byte 0xa0 + count.
+        head = _BYTES[c[0] - 1]
+        if end == len(c):
+            return _blake2s(head + c[1:start]).digest()
+        return _blake2s(head + c[1:start] + c[end:]).digest()
+
+    def _signature_span(self) -> tuple[int, int]:
+        """Where the signature pair (key 4) is in :attr:`canonical`: ``(start, end)``.
+
+        ``start == end`` when there is no signature. Computed from the field
+        values: keys 1-3 come first in canonical order, each key is one byte.
+        """
+        # Each present pair is a one-byte key, the value's head, the value;
+        # the common sizes are written out (this runs once or twice per level
+        # of every signature checked).
+        pos = 3 if self.sig_kind < 24 else 2 + _head(self.sig_kind)  # map head, key 1, kind
+        if self.pubkey:
+            n = len(self.pubkey)
+            pos += n + 3 if 24 <= n < 256 else _pair_size(n)
+        if self.key_id:
+            n = len(self.key_id)
+            pos += n + 3 if 24 <= n < 256 else _pair_size(n)
+        if not self.signature:
+            return pos, pos
+        n = len(self.signature)
+        return pos, pos + (n + 3 if 24 <= n < 256 else _pair_size(n))
 
     @property
     def kind_name(self) -> str:
@@ -166,7 +226,7 @@ class NodeKeySignature:
         while sig is not None:
             if sig.wrapping_pubkey:
                 return sig.wrapping_pubkey
-            if sig.sig_kind != SigKind.ROTATION:
+            if sig.sig_kind != _ROTATION:
                 return None
             sig = sig.nested
         return None
@@ -176,11 +236,12 @@ class NodeKeySignature:
         sig = self
         # Bounded by the CBOR nesting cap, but a value built in memory is not.
         while True:
-            if sig.sig_kind in (SigKind.DIRECT, SigKind.CREDENTIAL):
+            kind = sig.sig_kind
+            if kind in (_DIRECT, _CREDENTIAL):
                 if not sig.key_id:
                     raise NotAuthorized("invalid signature: no key ID present")
                 return sig.key_id
-            if sig.sig_kind == SigKind.ROTATION:
+            if kind == _ROTATION:
                 if sig.nested is None:
                     raise NotAuthorized("invalid signature: rotation without a nested signature")
                 sig = sig.nested
@@ -199,11 +260,12 @@ class NodeKeySignature:
         depth = 0
         while True:
             where = "nested: " * depth
-            if sig.sig_kind != SigKind.CREDENTIAL:
+            kind = sig.sig_kind
+            if kind != _CREDENTIAL:
                 expected = NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
                 if expected != sig.pubkey:
                     raise NotAuthorized(f"{where}signature does not authorize the node key")
-            if sig.sig_kind == SigKind.ROTATION:
+            if kind == _ROTATION:
                 nested = sig.nested
                 if nested is None:
                     raise NotAuthorized(f"{where}rotation signature has no nested signature")
@@ -215,7 +277,7 @@ class NodeKeySignature:
                 # Tailscale checks the rotation wrapper with Go's stdlib rules.
                 if not ed25519.verify_go_stdlib(verify_pub, sig.sig_hash, sig.signature or b""):
                     raise NotAuthorized(f"{where}invalid signature")
-                if nested.sig_kind != SigKind.CREDENTIAL:
+                if nested.sig_kind != _CREDENTIAL:
                     try:
                         node_key = node_key_from_binary(nested.pubkey or b"")
                     except DecodeError as exc:
@@ -225,7 +287,7 @@ class NodeKeySignature:
                 sig = nested
                 depth += 1
                 continue
-            if sig.sig_kind in (SigKind.DIRECT, SigKind.CREDENTIAL):
+            if kind in (_DIRECT, _CREDENTIAL):
                 if sig.nested is not None:
                     raise NotAuthorized(
                         f"{where}{sig.kind_name} signatures cannot nest another signature"
@@ -245,7 +307,7 @@ class NodeKeySignature:
 
         Returns ``None`` for other kinds. Call only after verification.
         """
-        if self.sig_kind != SigKind.ROTATION:
+        if self.sig_kind != _ROTATION:
             return None
         prev: list[bytes] = []
         nested = self.nested
@@ -255,7 +317,7 @@ class NodeKeySignature:
                     prev.append(node_key_from_binary(nested.pubkey))
                 except DecodeError as exc:
                     raise NotAuthorized(f"nested pubkey: {exc}") from None
-            if nested.sig_kind != SigKind.ROTATION:
+            if nested.sig_kind != _ROTATION:
                 break
             nested = nested.nested
         return RotationDetails(tuple(prev), nested)
@@ -267,6 +329,98 @@ class NodeKeySignature:
 
 def _fill_nested(node: Any, where: str) -> NodeKeySignature | None:
     return None if node is None else NodeKeySignature.from_cbor_obj(node, where)
+
+
+# Only the kind is always written; the rest when set (non-empty).
+_SHAPES: Final = key_shapes((1,), (2, 3, 4, 5, 6))
+_new: Final = object.__new__
+_setattr: Final = object.__setattr__
+
+
+def _from_plain(node: Any, depth: int) -> NodeKeySignature | None:
+    """The fast path's narrow filler (rules at the end of :mod:`tka._schema`).
+
+    *depth* is the map's nesting level as the strict parser counts it (the
+    outermost map is level 1), so the nesting cap is enforced here too.
+    Written out flat: this runs for every signature a control plane checks.
+    """
+    if depth > CBOR_MAX_NESTED_LEVELS or type(node) is not dict:
+        return None
+    keys = tuple(node)
+    if keys not in _SHAPES:
+        return None
+    for k in keys:
+        if type(k) is not int:  # True == 1 and 2.0 == 2 passed the membership test
+            return None
+    kind = node[1]
+    if type(kind) is not int or not 0 <= kind <= 0xFF:
+        return None
+    # Present byte fields must be non-empty (the encoder omits empty ones).
+    pubkey = key_id = signature = wrapping = nested = None
+    if 2 in node:
+        pubkey = node[2]
+        if type(pubkey) is not bytes or not pubkey:
+            return None
+    if 3 in node:
+        key_id = node[3]
+        if type(key_id) is not bytes or not key_id:
+            return None
+    if 4 in node:
+        signature = node[4]
+        if type(signature) is not bytes or not signature:
+            return None
+    if 5 in node:
+        nested = _from_plain(node[5], depth + 1)
+        if nested is None:
+            return None
+    if 6 in node:
+        wrapping = node[6]
+        if type(wrapping) is not bytes or not wrapping:
+            return None
+    sig: NodeKeySignature = _new(NodeKeySignature)
+    # The generated __init__ only assigns the fields (there is no
+    # __post_init__); filling the instance dictionary at once is the same.
+    _setattr(
+        sig,
+        "__dict__",
+        {
+            "sig_kind": kind,
+            "pubkey": pubkey,
+            "key_id": key_id,
+            "signature": signature,
+            "nested": nested,
+            "wrapping_pubkey": wrapping,
+        },
+    )
+    return sig
+
+
+def _from_canonical(data: bytes) -> NodeKeySignature | None:
+    """The fast path of :meth:`NodeKeySignature.from_bytes`, or ``None`` to decode strictly."""
+    # codec.loads_plain and codec.encode_ordered, minus the function calls:
+    # a control plane decodes a signature for every node it checks.
+    try:
+        t = _loads(data)
+    except Exception:
+        return None  # the strict parser gives the authoritative error
+    sig = _from_plain(t, 1)
+    if sig is None or _dumps(t) != data:
+        return None
+    # Proven canonical by the check above: prime the cache, and that of every
+    # nested level, whose canonical bytes are a slice of their parent's (the
+    # nested map is the value of key 5, followed only by the key-6 pair).
+    level = sig
+    level.__dict__["canonical"] = data
+    while level.nested is not None:
+        c = level.__dict__["canonical"]
+        start = level._signature_span()[1] + 1
+        end = len(c)
+        if level.wrapping_pubkey:
+            n = len(level.wrapping_pubkey)
+            end -= 1 + codec.head_size(n) + n
+        level = level.nested
+        level.__dict__["canonical"] = c[start:end]
+    return sig
 
 
 _FIELDS: Final[dict[int, Field]] = {
@@ -407,7 +561,7 @@ def authorize_node_key(
             decoded = NodeKeySignature.from_bytes(signature)
         except DecodeError as exc:
             raise NotAuthorized(f"unserialize: {exc}") from None
-    if decoded.sig_kind == SigKind.CREDENTIAL:
+    if decoded.sig_kind == _CREDENTIAL:
         raise NotAuthorized("credential signatures cannot authorize nodes on their own")
     key_id = decoded.authorizing_key_id()
     try:

@@ -67,6 +67,25 @@ _LAA_SETTING: Final = "last_active_ancestor"
 _DEFAULT_BUSY_TIMEOUT: Final = 30.0
 
 
+class _Errors:
+    """Turns :class:`sqlite3.Error` raised in its block into :class:`StorageError`."""
+
+    __slots__ = ("doing", "path")
+
+    def __init__(self, path: str, doing: str) -> None:
+        self.path = path
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError(f"sqlite store: {self.doing} {self.path}: {exc}") from exc
+
+
 class SQLiteStore:
     """A :class:`~tka.storage.CompactableStorage` backed by one SQLite file.
 
@@ -190,12 +209,10 @@ class SQLiteStore:
             raise StorageError("sqlite store: used after close")
         return self._conn
 
-    @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StorageError(f"sqlite store: {doing} {self._path}: {exc}") from exc
+    def _errors(self, doing: str) -> _Errors:
+        # A small class rather than a @contextmanager generator: this wraps
+        # every read, and opening an authority reads once or twice per AUM.
+        return _Errors(self._path, doing)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,931 @@
+#!/usr/bin/env python3
+"""tka benchmark suite: the workloads of Tailscale's Go benchmarks, and a few more.
+
+Usage::
+
+    python bench/run.py                      # full run, prints the table
+    python bench/run.py --json out.json      # also write the results as JSON
+    python bench/run.py --quick              # CI smoke run: checks it runs, not speed
+    python bench/run.py --only Open/         # only workloads whose name contains this
+    python bench/run.py --profile Inform1000 # cProfile one workload, print the top
+
+Inputs and Go's recorded figures come from ``../shared/bench`` (``--bench-dir``
+to point elsewhere): ``workloads.json`` (a 1991-AUM chain made by Tailscale's
+``UpdateBuilder`` and single inputs) and ``go-figures.json`` (Go's medians).
+
+For each workload the suite measures, side by side and interleaved run by run:
+
+* **ours**: the operation, with the same inputs and boundaries as the Go
+  benchmark (what is set up untimed is set up untimed here too);
+* **limit**: the bare primitive cost the operation cannot avoid -- one
+  libsodium verification per signature checked, cbor2's raw decode +
+  canonical encode + BLAKE2s of the same bytes, one Argon2 call, reading the
+  same files -- so that ``ours/limit`` is a same-machine, same-moment ratio.
+
+Each is warmed up, then the median of at least 5 runs is kept (a run of a
+micro-operation is a batch of many calls, reported per call). Fresh objects
+are built for every run where Go's benchmark would not reuse caches: AUMs are
+decoded anew, so no hash computed by a previous run is reused.
+
+Ratios to Go are against figures recorded once on the same kind of machine,
+not side by side: on a shared, virtualised 2-vCPU machine expect +-15% noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import gc
+import hashlib
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # Runnable as ``python bench/run.py`` from a checkout without installing.
+    sys.path.insert(0, str(ROOT))
+
+import cbor2  # noqa: E402
+import nacl.bindings  # noqa: E402
+from argon2.low_level import Type, hash_secret_raw  # noqa: E402
+
+from tka import ed25519  # noqa: E402
+from tka.admission import AdmissionCache, admission_pool, evaluate_many  # noqa: E402
+from tka.aum import AUM, AUMKind, hash_from_text, hash_to_text  # noqa: E402
+from tka.authority import Authority, Signer  # noqa: E402
+from tka.disablement import (  # noqa: E402
+    KDF_MEMORY_KIB,
+    KDF_PARALLELISM,
+    KDF_SALT,
+    KDF_TIME_COST,
+    VALUE_SIZE,
+    disablement_kdf,
+)
+from tka.key import Key  # noqa: E402
+from tka.sig import NodeKeySignature, SigKind, sign_direct  # noqa: E402
+from tka.state import State  # noqa: E402
+from tka.storage.memory import MemoryStore  # noqa: E402
+from tka.sync import SyncOffer, missing_aums  # noqa: E402
+
+DEFAULT_BENCH_DIR = ROOT.parent / "shared" / "bench"
+T = TypeVar("T")
+
+# -- timing ----------------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    """One thing to time: *op* on what *setup* returns.
+
+    ``per_call=False``: *setup* runs once per run, then *op* is called
+    *number* times in one timed loop (micro-operations). ``per_call=True``:
+    *setup* runs before every call, untimed, and only the calls are timed.
+    """
+
+    op: Callable[[Any], Any]
+    setup: Callable[[], Any] = lambda: None
+    number: int = 1
+    per_call: bool = False
+
+    def run(self) -> float:
+        """Seconds per call for one run."""
+        if self.per_call:
+            total = 0.0
+            for _ in range(self.number):
+                arg = self.setup()
+                gc.collect()
+                t0 = time.perf_counter()
+                self.op(arg)
+                total += time.perf_counter() - t0
+            return total / self.number
+        arg = self.setup()
+        op = self.op
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(self.number):
+            op(arg)
+        return (time.perf_counter() - t0) / self.number
+
+    def profile(self, prof: cProfile.Profile) -> None:
+        """One run with *prof* enabled around the timed calls only."""
+        for _ in range(self.number if self.per_call else 1):
+            arg = self.setup()
+            prof.enable()
+            for _ in range(1 if self.per_call else self.number):
+                self.op(arg)
+            prof.disable()
+
+
+@dataclass
+class Measured:
+    """Per-call seconds of every timed run of *ours* and *limit*."""
+
+    ours: list[float]
+    limit: list[float]
+
+    @staticmethod
+    def median(xs: list[float]) -> float | None:
+        return statistics.median(xs) if xs else None
+
+
+def measure(ours: Timed, limit: Timed | None, runs: int, warmup: int) -> Measured:
+    """Time *ours* and *limit* alternately, run after run, so both see the same machine."""
+    out = Measured([], [])
+    for i in range(warmup + runs):
+        a = ours.run()
+        b = limit.run() if limit is not None else None
+        if i >= warmup:
+            out.ours.append(a)
+            if b is not None:
+                out.limit.append(b)
+    return out
+
+
+# -- results ---------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A target: ``ours/Go <= go``, ``ours/limit <= limit``, ``ours <= absolute``."""
+
+    go: float | None = None
+    limit: float | None = None
+    absolute: float | None = None
+
+    def text(self, unit: str) -> str:
+        parts = []
+        if self.go is not None:
+            parts.append(f"<={self.go:g}x Go")
+        if self.limit is not None:
+            parts.append(f"<={self.limit:g}x limit")
+        if self.absolute is not None:
+            parts.append(f"<={_fmt(self.absolute, unit)}")
+        return ", ".join(parts) or "-"
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float
+    go: float | None
+    limit: float | None
+    target: Target
+    unit: str = "s"
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio_go(self) -> float | None:
+        return self.ours / self.go if self.go else None
+
+    @property
+    def ratio_limit(self) -> float | None:
+        return self.ours / self.limit if self.limit else None
+
+    @property
+    def met(self) -> bool | None:
+        t = self.target
+        checks = []
+        if t.go is not None:
+            checks.append(self.ratio_go is not None and self.ratio_go <= t.go)
+        if t.limit is not None:
+            checks.append(self.ratio_limit is not None and self.ratio_limit <= t.limit)
+        if t.absolute is not None:
+            checks.append(self.ours <= t.absolute)
+        return all(checks) if checks else None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "ours_s": self.ours,
+            "go_s": self.go,
+            "limit_s": self.limit,
+            "ratio_go": self.ratio_go,
+            "ratio_limit": self.ratio_limit,
+            "target": self.target.text(self.unit),
+            "met": self.met,
+            "unit": self.unit,
+        }
+        if self.note:
+            out["note"] = self.note
+        out.update(self.extra)
+        return out
+
+
+def _fmt(v: float | None, unit: str = "s") -> str:
+    if v is None:
+        return "-"
+    if unit == "bytes":
+        return f"{v / 1e6:.2f} MB" if v >= 1e6 else f"{v / 1e3:.1f} kB"
+    if unit == "x":
+        return f"{v:.3f}x"
+    for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if v >= scale:
+            return f"{v / scale:.3g} {suffix}"
+    return f"{v / 1e-9:.3g} ns"
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def print_table(rows: list[Row], out: io.TextIOBase | Any = sys.stdout) -> None:
+    head = ["workload", "ours", "Go recorded", "ours/Go", "limit", "ours/limit", "target", "met?"]
+    body = []
+    for r in rows:
+        met = {True: "yes", False: "NO", None: "-"}[r.met]
+        body.append(
+            [
+                r.name,
+                _fmt(r.ours, r.unit),
+                _fmt(r.go, r.unit),
+                _ratio(r.ratio_go),
+                _fmt(r.limit, r.unit),
+                _ratio(r.ratio_limit),
+                r.target.text(r.unit),
+                met,
+            ]
+        )
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
+    print(line, file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for b in body:
+        print("  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)), file=out)
+    notes = [r for r in rows if r.note]
+    if notes:
+        print(file=out)
+        for r in notes:
+            print(f"* {r.name}: {r.note}", file=out)
+
+
+# -- inputs ----------------------------------------------------------------------
+
+
+class Inputs:
+    """The workloads file, decoded once; fresh AUM objects on demand."""
+
+    def __init__(self, bench_dir: Path) -> None:
+        self.w = json.loads((bench_dir / "workloads.json").read_text())
+        self.go = json.loads((bench_dir / "go-figures.json").read_text())["benchmarks"]
+        self.chain_bytes = [bytes.fromhex(h) for h in self.w["chain_hex"]]
+        self.genesis_hash = AUM.from_bytes(self.chain_bytes[0]).hash
+
+    def go_s(self, name: str, procs: int = 1) -> float:
+        return float(self.go[name][f"gomaxprocs_{procs}_median_ns"]) / 1e9
+
+    def fresh(self, lo: int, hi: int) -> list[AUM]:
+        """Newly decoded AUMs chain[lo:hi] (no cached hashes from earlier runs)."""
+        return [AUM.from_bytes(b) for b in self.chain_bytes[lo:hi]]
+
+    def mem_store(self, n: int) -> MemoryStore:
+        store = MemoryStore()
+        store.commit_verified(self.fresh(0, n))
+        store.set_last_active_ancestor(self.genesis_hash)
+        return store
+
+
+def _const(value: T) -> Callable[[], T]:
+    """A setup function returning *value* (binds it now, unlike a closure in a loop)."""
+    return lambda: value
+
+
+def _sodium_verify(triples: list[tuple[bytes, bytes]]) -> None:
+    # What the fast path of tka.ed25519 calls: libsodium's crypto_sign_open.
+    for public, signed in triples:
+        nacl.bindings.crypto_sign_open(signed, public)
+
+
+def _raw_roundtrip(data: bytes) -> bytes:
+    cbor2.dumps(cbor2.loads(data), canonical=True)
+    return hashlib.blake2s(data).digest()
+
+
+def _nks_triples(state: State, node_key: bytes, sig: NodeKeySignature) -> list[tuple[bytes, bytes]]:
+    """(public key, signature || message) for every signature check an NKS needs."""
+    out = []
+    cur: NodeKeySignature | None = sig
+    while cur is not None:
+        if cur.sig_kind == SigKind.ROTATION:
+            assert cur.nested is not None
+            pub = cur.nested.wrapping_public()
+            assert pub is not None
+            out.append((pub, (cur.signature or b"") + cur.sig_hash))
+            cur = cur.nested
+            continue
+        key = state.get_key(cur.key_id or b"")
+        assert key is not None and key.public is not None
+        out.append((key.public, (cur.signature or b"") + cur.sig_hash))
+        break
+    return out
+
+
+def _aum_triples(state: State, aums: list[AUM]) -> list[tuple[bytes, bytes]]:
+    """(public key, signature || sig-hash) of every AUM signature Inform checks."""
+    out = []
+    for a in aums:
+        for s in a.signatures or ():
+            key = state.get_key(s.key_id or b"")
+            assert key is not None and key.public is not None
+            out.append((key.public, (s.signature or b"") + a.sig_hash))
+        state = state.apply(a)
+    return out
+
+
+@contextmanager
+def _tempdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="tka-bench-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- the workloads -----------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    quick: bool
+    runs: int
+    warmup: int
+    scale: float  # multiplies batch sizes
+    nodes: int  # signed nodes for the re-evaluation workload
+    only: str | None
+
+
+class Suite:
+    def __init__(self, inputs: Inputs, cfg: Config, workdir: Path) -> None:
+        self.i = inputs
+        self.cfg = cfg
+        self.dir = workdir
+        self.rows: list[Row] = []
+        self.timed: dict[str, Timed] = {}  # for --profile
+
+    def n(self, base: int) -> int:
+        return max(1, int(base * self.cfg.scale))
+
+    def want(self, name: str) -> bool:
+        return self.cfg.only is None or self.cfg.only in name
+
+    def add(
+        self,
+        name: str,
+        ours: Timed,
+        limit: Timed | None,
+        go: float | None,
+        target: Target,
+        note: str = "",
+    ) -> Row:
+        self.timed[name] = ours
+        m = measure(ours, limit, self.cfg.runs, self.cfg.warmup)
+        mine = statistics.median(m.ours)
+        row = Row(
+            name,
+            mine,
+            go,
+            Measured.median(m.limit),
+            target,
+            note=note,
+            extra={
+                "ours_min_s": min(m.ours),
+                "limit_min_s": min(m.limit) if m.limit else None,
+                "runs": len(m.ours),
+            },
+        )
+        self.rows.append(row)
+        print(f"  {name}: {_fmt(mine)}", file=sys.stderr, flush=True)
+        return row
+
+    # -- AUM decode and hash ----------------------------------------------------
+
+    def aum_decode(self) -> None:
+        for kind in ("update", "checkpoint"):
+            name = f"AUMUnserializeHash/{kind}"
+            if not self.want(name):
+                continue
+            data = bytes.fromhex(self.i.w["aum_unserialize_hash"][f"{kind}_hex"])
+            want = hash_from_text(self.i.w["aum_unserialize_hash"][f"{kind}_hash_b32"])
+            assert AUM.from_bytes(data).hash == want
+            n = self.n(20000)
+            self.add(
+                name,
+                Timed(lambda d: AUM.from_bytes(d).hash, _const(data), n),
+                Timed(_raw_roundtrip, _const(data), n),
+                self.i.go_s(name),
+                Target(go=2.0, limit=1.5),
+            )
+
+    # -- node-key admission -----------------------------------------------------
+
+    def node_key_authorized(self) -> None:
+        nk = self.i.w["node_key_authorized"]
+        genesis = AUM.from_bytes(bytes.fromhex(nk["authority_genesis_hex"]))
+        authority = Authority.bootstrap(MemoryStore(), genesis)
+        for kind, go_name in (
+            ("direct", "NodeKeyAuthorized/direct"),
+            ("rotation_2deep", "NodeKeyAuthorized/rotation-2deep"),
+        ):
+            if not self.want(go_name):
+                continue
+            node_key = bytes.fromhex(nk[kind]["node_key_hex"])
+            sig = bytes.fromhex(nk[kind]["sig_hex"])
+            authority.node_key_authorized(node_key, sig)  # admitted, or raises
+            triples = _nks_triples(authority.state, node_key, NodeKeySignature.from_bytes(sig))
+            n = self.n(300)
+            self.add(
+                go_name,
+                Timed(
+                    lambda a: a[0].node_key_authorized(a[1], a[2]),
+                    _const((authority, node_key, sig)),
+                    n,
+                ),
+                Timed(_sodium_verify, _const(triples), n),
+                self.i.go_s(go_name),
+                Target(go=0.9, limit=1.15),
+                note=f"limit = {len(triples)} libsodium verification(s)",
+            )
+
+    # -- Open ------------------------------------------------------------------------
+
+    def _open_check(self, n: int) -> Callable[[Authority], None]:
+        want = hash_from_text(self.i.w["expected"][f"open_{n}"]["head_b32"])
+
+        def check(a: Authority) -> None:
+            assert a.head_hash == want, "wrong head"
+
+        return check
+
+    def open_mem(self) -> dict[int, Row]:
+        rows = {}
+        for n in (1000, 1990):
+            name = f"Open/mem-{n}"
+            if not self.want(name) and not self.want("growth"):
+                continue
+            self._open_check(n)(Authority.open(self.i.mem_store(n)))
+            rows[n] = self.add(
+                name,
+                Timed(
+                    Authority.open, functools.partial(self.i.mem_store, n), self.n(5), per_call=True
+                ),
+                None,
+                self.i.go_s(name),
+                Target(go=1.0),
+                note="a new store of freshly decoded AUMs each run (their hashes are "
+                "computed when committed, untimed, and kept on the AUM objects)",
+            )
+        return rows
+
+    def _fs_dir(self, n: int) -> Path:
+        """A directory committed by our FilesystemStore, holding chain[:n]."""
+        from tka.storage.fs import FilesystemStore
+
+        path = self.dir / f"fs-{n}"
+        if path.exists():
+            return path
+        # Commits fsync every file; build the smaller directory first and
+        # copy it, so the larger one only pays for the AUMs it adds.
+        smaller = sorted(p for p in self.dir.glob("fs-*") if int(p.name[3:]) < n)
+        if smaller:
+            shutil.copytree(smaller[-1], path)
+        store = FilesystemStore(path)
+        have = int(smaller[-1].name[3:]) if smaller else 0
+        store.commit_verified(self.i.fresh(have, n))
+        store.set_last_active_ancestor(self.i.genesis_hash)
+        store.close()
+        return path
+
+    def open_fs(self) -> dict[int, Row]:
+        from tka.storage.fs import FilesystemStore
+
+        def op(path: Path) -> Authority:
+            store = FilesystemStore(path)
+            try:
+                return Authority.open(store)
+            finally:
+                store.close()
+
+        rows = {}
+        for n in (1000, 1990):
+            name = f"Open/fs-{n}"
+            if not self.want(name) and not self.want("growth"):
+                continue
+            path = self._fs_dir(n)
+            self._open_check(n)(op(path))
+            rows[n] = self.add(
+                name,
+                Timed(op, _const(path), self.n(3)),
+                Timed(_read_and_roundtrip_dir, _const(path), self.n(3)),
+                self.i.go_s(name),
+                Target(go=0.5),
+                note="fresh store object per run (cold index, warm page cache); "
+                "limit = list + read every file once + raw CBOR round trip + BLAKE2s",
+            )
+        return rows
+
+    def open_sqlite(self) -> dict[int, Row]:
+        from tka.storage.sqlite import SQLiteStore
+
+        def op(path: Path) -> Authority:
+            store = SQLiteStore(path)
+            try:
+                return Authority.open(store)
+            finally:
+                store.close()
+
+        rows = {}
+        for n in (1000, 1990):
+            name = f"Open/sqlite-{n}"
+            if not self.want(name) and not self.want("growth"):
+                continue
+            path = self.dir / f"sqlite-{n}.db"
+            if not path.exists():
+                store = SQLiteStore(path)
+                store.commit_verified(self.i.fresh(0, n))
+                store.set_last_active_ancestor(self.i.genesis_hash)
+                store.close()
+            self._open_check(n)(op(path))
+            rows[n] = self.add(
+                name,
+                Timed(op, _const(path), self.n(3)),
+                Timed(_select_and_roundtrip_db, _const(path), self.n(3)),
+                self.i.go_s(f"Open/fs-{n}"),
+                # The issue sets a target for 1990 AUMs; 1000 is there for the
+                # per-AUM growth row.
+                Target(go=0.5) if n == 1990 else Target(),
+                note="against Go's fs figure; fresh store object per run (cold decode "
+                "cache); limit = one SELECT of all rows + raw CBOR round trip + BLAKE2s",
+            )
+        return rows
+
+    def open_growth(self, rows: dict[str, dict[int, Row]]) -> None:
+        """Time per AUM at 1990 against 1000, both sizes timed alternately.
+
+        The Open rows time the two sizes minutes apart; on a shared machine
+        that alone moves the ratio by more than the 10% looked for, so the
+        pair is timed again, run for run.
+        """
+        for store, by_n in rows.items():
+            if 1000 not in by_n or 1990 not in by_n:
+                continue
+            big, small = self.timed[by_n[1990].name], self.timed[by_n[1000].name]
+            m = measure(big, small, self.cfg.runs, self.cfg.warmup)
+            per_1990 = statistics.median(m.ours) / 1990
+            per_1000 = statistics.median(m.limit) / 1000
+            self.rows.append(
+                Row(
+                    f"Open/{store}-per-AUM-growth",
+                    per_1990,
+                    None,
+                    per_1000,
+                    Target(limit=1.10),
+                    note="ours = time per AUM at 1990, limit column = time per AUM at 1000, "
+                    "the two sizes timed alternately",
+                    extra={"runs": len(m.ours)},
+                )
+            )
+
+    def open_memory(self) -> None:
+        name = "Open/mem-1990-peak-memory"
+        if not self.want(name):
+            return
+        peaks = []
+        for _ in range(1 if self.cfg.quick else 3):
+            store = self.i.mem_store(1990)
+            gc.collect()
+            tracemalloc.start()
+            Authority.open(store)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        self.rows.append(
+            Row(
+                name,
+                float(statistics.median(peaks)),
+                float(self.i.go["Open/mem-1990"]["bytes_per_op"]),
+                None,
+                Target(go=2.0),
+                unit="bytes",
+                note="tracemalloc peak during Open vs Go's bytes allocated per op",
+            )
+        )
+
+    # -- Inform ------------------------------------------------------------------------
+
+    def inform(self) -> None:
+        name = "Inform1000"
+        if not self.want(name):
+            return
+        want = hash_from_text(self.i.w["expected"]["inform_1000_head_b32"])
+
+        def setup() -> tuple[Authority, MemoryStore, list[AUM]]:
+            store = MemoryStore()
+            authority = Authority.bootstrap(store, AUM.from_bytes(self.i.chain_bytes[0]))
+            return authority, store, self.i.fresh(1, 1001)
+
+        def op(arg: tuple[Authority, MemoryStore, list[AUM]]) -> None:
+            authority, store, updates = arg
+            authority.inform(store, updates)
+            assert authority.head_hash == want
+
+        genesis = AUM.from_bytes(self.i.chain_bytes[0])
+        assert genesis.state is not None
+        triples = _aum_triples(State.from_checkpoint(genesis), self.i.fresh(1, 1001))
+        self.add(
+            name,
+            Timed(op, setup, self.n(3), per_call=True),
+            Timed(_sodium_verify, lambda: triples, 1),
+            self.i.go_s(name),
+            Target(go=0.8, limit=1.2),
+            note=f"limit = {len(triples)} libsodium verifications, one after another; "
+            "Inform runs its signature checks on one thread per core (cffi releases the GIL)",
+        )
+
+    # -- sync --------------------------------------------------------------------------
+
+    def missing(self) -> None:
+        for direction, have, count in (
+            ("ahead-for-behind", 1000, 500),
+            ("behind-for-ahead", 500, 40),
+        ):
+            name = f"MissingAUMs/{direction}"
+            if not self.want(name):
+                continue
+            exp = self.i.w["expected"][f"missing_{direction.replace('-', '_')}"]
+            offer = SyncOffer.from_text(
+                exp["remote_offer"]["head_b32"], exp["remote_offer"]["ancestors_b32"]
+            )
+
+            def setup(have: int = have) -> tuple[Authority, MemoryStore]:
+                store = self.i.mem_store(have)
+                return Authority.open(store), store
+
+            def op(arg: tuple[Authority, MemoryStore], offer: SyncOffer = offer) -> list[AUM]:
+                return missing_aums(arg[0], arg[1], offer)
+
+            got = op(setup())
+            assert len(got) == count == exp["count"], (len(got), count)
+            if "first_b32" in exp:
+                assert hash_to_text(got[0].hash) == exp["first_b32"]
+                assert hash_to_text(got[-1].hash) == exp["last_b32"]
+            self.add(
+                name,
+                Timed(op, setup, self.n(5), per_call=True),
+                None,
+                self.i.go_s(name),
+                Target(go=1.0),
+                note="authority opened on freshly decoded AUMs each run (untimed)",
+            )
+
+    # -- disablement -------------------------------------------------------------------
+
+    def kdf(self) -> None:
+        name = "DisablementKDF"
+        if not self.want(name):
+            return
+        secret = bytes.fromhex(self.i.w["disablement_kdf"]["secret_hex"])
+        assert disablement_kdf(secret).hex() == self.i.w["disablement_kdf"]["kdf_hex"]
+
+        def raw(s: bytes) -> bytes:
+            out: bytes = hash_secret_raw(
+                s,
+                salt=KDF_SALT,
+                time_cost=KDF_TIME_COST,
+                memory_cost=KDF_MEMORY_KIB,
+                parallelism=KDF_PARALLELISM,
+                hash_len=VALUE_SIZE,
+                type=Type.I,
+            )
+            return out
+
+        self.add(
+            name,
+            Timed(disablement_kdf, lambda: secret, self.n(3)),
+            Timed(raw, lambda: secret, self.n(3)),
+            self.i.go_s(name, procs=2),
+            Target(go=1.0),
+            note="against Go's GOMAXPROCS=2 figure (Go runs the 4 lanes on goroutines)",
+        )
+
+    # -- admission (control plane) -------------------------------------------------------
+
+    def admission(self) -> None:
+        cached = "Admission/cached-decision"
+        reeval = "Admission/reevaluate-10000"
+        if not self.want(cached) and not self.want(reeval):
+            return
+        seeds = [hashlib.sha256(b"tka bench key %d" % i).digest() for i in range(3)]
+        disablement = hashlib.sha256(b"tka bench disablement").digest()
+        keys = tuple(Key.ed25519(ed25519.public_from_seed(s)) for s in seeds[:2])
+        store = MemoryStore()
+        authority, _ = Authority.create(
+            store, State(None, (disablement,), keys, 1, 2), Signer((seeds[0],))
+        )
+        n_nodes = self.cfg.nodes
+        pairs = []
+        for i in range(n_nodes):
+            node_key = hashlib.sha256(b"node %d" % i).digest()
+            signer = seeds[i % 2]
+            pairs.append((node_key, sign_direct(signer, node_key).to_bytes()))
+
+        if self.want(cached):
+            cache = AdmissionCache()
+            nk, sig = pairs[0]
+            assert cache.check(authority, nk, sig).admitted
+            self.add(
+                cached,
+                Timed(
+                    lambda a: cache.check(a[0], a[1], a[2]),
+                    lambda: (authority, nk, sig),
+                    self.n(50000),
+                ),
+                None,
+                None,
+                Target(absolute=2e-6),
+                note="AdmissionCache.check on a hit (BLAKE2s of the signature + one dict probe)",
+            )
+
+        if not self.want(reeval):
+            return
+        # The head change: a new key is added, so every cached verdict is
+        # void and all nodes must be checked again (none is refused).
+        new_key = Key.ed25519(ed25519.public_from_seed(seeds[2]))
+        update = AUM(AUMKind.ADD_KEY, prev_aum_hash=authority.head_hash, key=new_key)
+        update = update.with_signatures(Signer((seeds[0],)).sign_aum(update.sig_hash))
+        authority.inform(store, [update])
+        state = authority.state
+        triples = []
+        for nk, sig in pairs:
+            triples += _nks_triples(state, nk, NodeKeySignature.from_bytes(sig))
+        workers = os.cpu_count() or 1
+        pool = admission_pool(workers)
+        try:
+            # The same split as evaluate_many's (a few chunks per worker, so
+            # that a worker on a busier core takes fewer of them).
+            size = -(-len(triples) // (workers * 4))
+            chunks = [triples[i : i + size] for i in range(0, len(triples), size)]
+
+            def limit(_: object) -> None:
+                for f in [pool.submit(_sodium_verify, c) for c in chunks]:
+                    f.result()
+
+            def ours(_: object) -> None:
+                verdicts = evaluate_many(state, pairs, pool)
+                assert len(verdicts) == len(pairs)
+
+            verdicts = evaluate_many(state, pairs, pool)
+            assert all(v.admitted for v in verdicts)
+            self.add(
+                reeval,
+                Timed(ours, number=1),
+                Timed(limit, number=1),
+                None,
+                Target(limit=1.2),
+                note=f"{n_nodes} direct signatures over {workers} worker processes; limit = "
+                f"{len(triples)} libsodium verifications in the same chunks on the same workers",
+            )
+        finally:
+            pool.shutdown()
+
+    # -- all -----------------------------------------------------------------------------
+
+    def run_all(self) -> list[Row]:
+        self.aum_decode()
+        self.node_key_authorized()
+        self.admission()
+        opens = {"mem": self.open_mem(), "fs": self.open_fs(), "sqlite": self.open_sqlite()}
+        self.open_growth(opens)
+        self.open_memory()
+        self.inform()
+        self.missing()
+        self.kdf()
+        return self.rows
+
+
+def _read_and_roundtrip_dir(path: Path) -> None:
+    for prefix in os.scandir(path):
+        if not prefix.is_dir(follow_symlinks=False):
+            continue
+        for entry in os.scandir(prefix.path):
+            with open(entry.path, "rb") as f:
+                _raw_roundtrip(f.read())
+
+
+def _select_and_roundtrip_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for _, blob in conn.execute("SELECT hash, aum FROM aums").fetchall():
+            _raw_roundtrip(blob)
+    finally:
+        conn.close()
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--quick", action="store_true", help="smoke run for CI: checks it runs")
+    ap.add_argument(
+        "--runs", type=int, default=None, help="timed runs per workload (at least 5; default 9)"
+    )
+    ap.add_argument("--only", metavar="TEXT", help="only workloads whose name contains TEXT")
+    ap.add_argument("--profile", metavar="NAME", help="cProfile one workload and print the top")
+    ap.add_argument(
+        "--bench-dir", type=Path, default=DEFAULT_BENCH_DIR, help="workloads and Go figures"
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        cfg = Config(True, args.runs or 1, 0, 0.01, 10_000, args.only)
+    else:
+        runs = max(5, args.runs or 9)
+        cfg = Config(False, runs, 1, 1.0, 10_000, args.only)
+    if args.profile:
+        cfg.only = args.profile
+        cfg.runs, cfg.warmup = 1, 0
+
+    inputs = Inputs(args.bench_dir)
+    load_at_start = _load()
+    started = time.perf_counter()
+    with _tempdir() as workdir:
+        suite = Suite(inputs, cfg, workdir)
+        print(
+            f"tka bench ({'quick' if cfg.quick else 'full'}): {len(inputs.chain_bytes)} AUMs, "
+            f"{os.cpu_count()} cores, median of {cfg.runs} runs",
+            file=sys.stderr,
+        )
+        rows = suite.run_all()
+        if args.profile:
+            timed = suite.timed.get(args.profile)
+            if timed is None:
+                print(f"no workload named {args.profile!r}", file=sys.stderr)
+                return 2
+            prof = cProfile.Profile()
+            timed.profile(prof)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            return 0
+    elapsed = time.perf_counter() - started
+    print_table(rows)
+    unmet = [r.name for r in rows if r.met is False]
+    print(
+        f"\n{len(rows)} workloads, {len(unmet)} targets not met, {elapsed:.0f} s; "
+        f"load average {load_at_start} at start, {_load()} at end",
+        file=sys.stderr,
+    )
+    if args.json:
+        doc = {
+            "format": "tka-bench-results/1",
+            "quick": cfg.quick,
+            "runs": cfg.runs,
+            "machine": {
+                "load_average_at_start": load_at_start,
+                "load_average_at_end": _load(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "libraries": _versions(),
+            },
+            "workloads": {r.name: r.to_json() for r in rows},
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: a busy machine explains slow figures."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the libraries that set the limits (PyNaCl bundles libsodium)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("pynacl", "cbor2", "argon2-cffi-bindings"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "?"
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The benchmark suite runs end to end (``--quick``: whether it runs, not how fast)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT.parent / "shared" / "bench"
+
+WORKLOADS = [
+    "AUMUnserializeHash/update",
+    "AUMUnserializeHash/checkpoint",
+    "NodeKeyAuthorized/direct",
+    "NodeKeyAuthorized/rotation-2deep",
+    "Admission/cached-decision",
+    "Admission/reevaluate-10000",
+    "Open/mem-1000",
+    "Open/mem-1990",
+    "Open/fs-1000",
+    "Open/fs-1990",
+    "Open/sqlite-1000",
+    "Open/sqlite-1990",
+    "Open/mem-per-AUM-growth",
+    "Open/fs-per-AUM-growth",
+    "Open/sqlite-per-AUM-growth",
+    "Open/mem-1990-peak-memory",
+    "Inform1000",
+    "MissingAUMs/ahead-for-behind",
+    "MissingAUMs/behind-for-ahead",
+    "DisablementKDF",
+]
+KEYS = {"ours_s", "go_s", "limit_s", "ratio_go", "ratio_limit", "target", "met"}
+
+
+@pytest.mark.skipif(not (BENCH_DIR / "workloads.json").exists(), reason="no ../shared/bench")
+def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["quick"] is True
+    assert sorted(doc["workloads"]) == sorted(WORKLOADS)
+    for name, row in doc["workloads"].items():
+        assert set(row) >= KEYS, name
+        assert isinstance(row["ours_s"], float) and row["ours_s"] > 0, name
+        assert row["met"] in (True, False, None), name
+    # The table on stdout has a row per workload.
+    for name in WORKLOADS:
+        assert name in proc.stdout
