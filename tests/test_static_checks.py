@@ -15,7 +15,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    proc = _run(str(BIN / "ruff"), "check", "tka", "cli", "server", "tests")
+    proc = _run(str(BIN / "ruff"), "check", "tka", "cli", "server", "bench", "tests")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
