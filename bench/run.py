@@ -11,7 +11,8 @@ Usage::
 
 Inputs and Go's recorded figures come from ``bench/data`` (a copy of
 ``../shared/bench``; ``--bench-dir`` to point elsewhere): ``workloads.json``
-(a 1991-AUM chain made by Tailscale's ``UpdateBuilder`` and single inputs) and ``go-figures.json`` (Go's medians).
+(a 1991-AUM chain made by Tailscale's ``UpdateBuilder`` and single inputs)
+and ``go-figures.json`` (Go's medians).
 
 For each workload the suite measures, side by side and interleaved run by run:
 
