@@ -34,12 +34,12 @@ type below records, per field, its JSON name and whether it is ``omitzero``;
 the same table drives :func:`render` and the strict parsers, so both always
 agree on the shape.
 
-Parsing is stricter than Go's ``encoding/json`` on purpose: member names
-are matched case-sensitively, duplicate names, unknown names, trailing data,
-non-integers, ``null`` for a non-nullable field and members that Tailscale
-always prints but are missing are all rejected with a
-:class:`~tka.errors.DecodeError` naming the place. An auditor should not
-accept a text Tailscale could not have printed.
+Member names are matched as Go's ``encoding/json`` matches them (exact name,
+else any letter case; a name given twice keeps its last value), because the
+verdicts auditors compare with come from a Go decoder. Beyond that, parsing
+is strict: unknown names, trailing data, non-integers, ``null`` for a
+non-nullable field and members that Tailscale always prints but are missing
+are rejected with a :class:`~tka.errors.DecodeError` naming the place.
 """
 
 from __future__ import annotations
@@ -382,9 +382,12 @@ class _Struct(_Spec):
             raise DecodeError(f"{where}: want an object, got null")
         pairs = _members(node, where)
         by_name = {f.name: f for f in self.fields}
+        by_fold = {_fold(f.name): f for f in self.fields}
         kwargs: dict[str, Any] = {}
         for name, value in pairs:
-            f = by_name.get(name)
+            # As Go's encoding/json: an exact name, else a case-insensitive
+            # match; a name given twice keeps the last value.
+            f = by_name.get(name) or by_fold.get(_fold(name))
             if f is None:
                 raise DecodeError(f"{where}: unknown field {_quote(name)}")
             kwargs[f.attr] = f.spec.load(value, f"{where}.{name}")
@@ -660,15 +663,18 @@ def _quote(s: str) -> str:
 def _members(node: Any, where: str) -> list[tuple[str, Any]]:
     if not isinstance(node, _Members):
         raise DecodeError(f"{where}: want an object, got {_describe(node)}")
-    seen: set[str] = set()
     for name, _ in node.pairs:
         _text(name, f"{where} member name")
-        if name in seen:
-            # Go keeps the last of two equal names; a reader that keeps the
-            # first would see a different log, so neither is accepted.
-            raise DecodeError(f"{where}: duplicate field {_quote(name)}")
-        seen.add(name)
     return node.pairs
+
+
+def _fold(name: str) -> str:
+    """Go's case folding for JSON field names (``encoding/json`` matches them so).
+
+    Field names are ASCII; besides ASCII case, Go folds the long s and the
+    Kelvin sign onto ASCII letters, so those two are mapped as well.
+    """
+    return name.replace("\u017f", "s").replace("\u212a", "k").lower() if name else name
 
 
 def _text(node: Any, where: str) -> str:
