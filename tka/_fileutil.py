@@ -24,16 +24,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, prefix: str = ".tmp-") -> None:
     """Replace *path* with *data* so that readers see the old or the new file, never a part.
 
     Writes a temporary file in the same directory, fsyncs it, renames it over
     *path* and fsyncs the directory, so the new content survives a crash once
     this returns. The file is created with *mode* from the start (a secret
-    is never readable by others, even briefly).
+    is never readable by others, even briefly). Temporary files are named
+    *prefix* plus random characters, so a reader can recognise leftovers of
+    an interrupted write.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:

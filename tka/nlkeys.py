@@ -26,9 +26,9 @@ import hmac
 import os
 from typing import Final
 
-import nacl.bindings
 import nacl.signing
 
+from tka import ed25519
 from tka.errors import DecodeError
 
 __all__ = [
@@ -248,8 +248,7 @@ class NLPrivate:
         like Go, it hashes the *stored* public half into the signature; a key
         whose halves do not match therefore signs the same bytes as in Go.
         """
-        signed: bytes = nacl.bindings.crypto_sign(bytes(message), self._key)
-        return signed[: nacl.bindings.crypto_sign_BYTES]
+        return ed25519.sign(self._key, message)
 
     def is_zero(self) -> bool:
         """Report whether every byte is zero (Go's ``IsZero``)."""

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tka import codec
+from tka._fileutil import atomic_write, fsync_dir
 from tka._schema import Field, fill_struct, key_shapes, plain_keys_ok
 from tka.aum import AUM, HASH_SIZE, hash_from_text, hash_to_text
 from tka.aum import _from_plain as _aum_from_plain
@@ -223,14 +224,6 @@ def _read_file(path: str) -> bytes:
                 data += more
                 more = os.read(fd, 1 << 16)
         return data
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -493,34 +486,20 @@ class FilesystemStore:
     # -- writing files ---------------------------------------------------
 
     def _atomic_write(self, d: str, name: str, data: bytes) -> None:
-        """Write *data* to ``d/name`` so that readers see the old or the new file only."""
-        tmp = os.path.join(d, f"{_TMP_PREFIX}{name}-{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                # Exactly 0644 whatever the umask, as Tailscale's atomicfile.
-                os.fchmod(fd, _FILE_MODE)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(d, name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        # Make the rename itself durable before the next AUM of the batch
-        # is written, so that after a power loss too a prefix survives.
-        _fsync_dir(d)
+        """Write *data* to ``d/name`` so that readers see the old or the new file only.
+
+        The rename is made durable (directory fsync) before the next AUM of a
+        batch is written, so after a power loss too a prefix survives. Files
+        are exactly 0644, as Tailscale's atomicfile writes them.
+        """
+        atomic_write(os.path.join(d, name), data, _FILE_MODE, prefix=f"{_TMP_PREFIX}{name}-")
 
     def _write_entry(self, h: bytes, entry: _Entry) -> None:
         d, name = self._aum_path(h)
         try:
             if not os.path.isdir(d):
                 os.makedirs(d, mode=_DIR_MODE, exist_ok=True)
-                _fsync_dir(self._base)
+                fsync_dir(self._base)
             self._atomic_write(d, name, entry.raw)
         except OSError as exc:
             raise StorageError(f"fs store: writing {os.path.join(d, name)}: {exc}") from exc
