@@ -321,11 +321,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         from .serve import sync_for_status  # control: sync first (a warning if it fails)
 
         sync_for_status(ctx, node)
-        pub = (
-            node.public_key()
-            if os.path.exists(os.path.join(node.path, "tailnet-lock.pub"))
-            else None
-        )
+        pub = node.public_key() if node.has_key() else None
         authority = node.authority()
         disabled = node.disabled()
     enabled = authority is not None and disabled is None
