@@ -399,6 +399,7 @@ def test_report_json_has_stable_keys_and_round_trips_through_json() -> None:
         "total_votes",
         "active",
         "verified",
+        "time",
     }
     assert {w["code"] for w in doc["warnings"]} == {"vote-majority", "unusual-votes"}
     invalid = audit_log(BY_NAME["tamper/reordered"]["json_text"]).to_json()
