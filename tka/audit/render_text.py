@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from tka.state import State
 
+from .outcome import AuditOutcome
 from .report import AuditReport, key_name
 
-__all__ = ["render_text"]
+__all__ = ["render_outcome_text", "render_text"]
 
 
 def render_text(r: AuditReport) -> str:
@@ -96,3 +97,59 @@ def _state_lines(s: State, title: str) -> list[str]:
             meta = "  " + " ".join(f"{a}={b}" for a, b in sorted(k.meta.items()))
         lines.append(f"  {key_name(k)}  votes {k.votes}{meta}")
     return lines
+
+
+def render_outcome_text(o: AuditOutcome) -> str:
+    """A whole run as text: the report, then the pin and the policy, then the result."""
+    lines = [render_text(o.report)]
+    p = o.pin
+    if p is not None:
+        lines.append(f"pin ({p.path}): {p.status.upper()}")
+        if p.pinned_head:
+            lines.append(
+                f"  pinned head: {p.pinned_head}  (pinned {p.pinned_at or 'at an unknown time'})"
+            )
+        if p.new_head:
+            lines.append(f"  new head:    {p.new_head}")
+        if p.verified_from_pin:
+            lines.append("  the AUMs after the pinned head were verified from the pinned state")
+        for r in p.reasons:
+            lines.append(f"  reason: {r}")
+        if p.changes is not None:
+            c = p.changes
+            if c.empty and not p.aums_since:
+                lines.append("  changes since the pin: none")
+            else:
+                lines.append(f"  changes since the pin ({len(p.aums_since)} AUM(s)):")
+                lines.extend(
+                    f"    key added: {k.key} (votes {k.votes_after})" for k in c.keys_added
+                )
+                lines.extend(
+                    f"    key removed: {k.key} (had votes {k.votes_before})" for k in c.keys_removed
+                )
+                lines.extend(
+                    f"    key re-weighted: {k.key} votes {k.votes_before} -> {k.votes_after}"
+                    + (" (metadata changed)" if k.meta_changed else "")
+                    for k in c.keys_reweighted
+                )
+                lines.extend(f"    disablement value added: {v}" for v in c.disablement_added)
+                lines.extend(f"    disablement value removed: {v}" for v in c.disablement_removed)
+                for a in p.aums_since:
+                    delta = (
+                        [f"+{k}" for k in a.keys_added]
+                        + [f"-{k}" for k in a.keys_removed]
+                        + [f"~{k}" for k in a.keys_changed]
+                    )
+                    lines.append(
+                        f"    AUM {a.hash} {a.kind} signed by {', '.join(a.signers) or 'nobody'}"
+                        + (f": {' '.join(delta)}" if delta else "")
+                    )
+    pol = o.policy
+    if pol is not None:
+        state = "OK" if pol.ok else ("NOT CHECKED" if not pol.checked else "VIOLATED")
+        lines.append(f"policy ({pol.path}): {state}")
+        lines.extend(f"  violation [{v.rule}]: {v.text}" for v in pol.violations)
+    lines.extend(o.notes)
+    lines.append(f"result: {o.overall.upper()}" + (f" (head {o.head})" if o.head else ""))
+    lines.extend(f"  reason: {r}" for r in o.reasons)
+    return "\n".join(lines)

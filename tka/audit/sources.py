@@ -67,6 +67,7 @@ class Source:
     kind: Literal["lock-log", "bundle", "directory"]
     text: str | None = None  # the content, for files and standard input
     path: str | None = None  # the directory, for a TKA directory
+    estimate: int = 0  # about how many AUMs it holds (for a progress bar)
 
 
 def read_capped(stream: BinaryIO, name: str, cap: int = MAX_SOURCE_BYTES) -> bytes:
@@ -89,8 +90,8 @@ def decode_text(data: bytes, name: str) -> str:
         raise UnreadableInput(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
-def _check_directory(path: str) -> None:
-    """Refuse a directory too large to audit before reading any AUM."""
+def _check_directory(path: str) -> int:
+    """Refuse a directory too large to audit before reading any AUM; the count of files."""
     files = total = 0
     try:
         with os.scandir(path) as top:
@@ -114,6 +115,7 @@ def _check_directory(path: str) -> None:
                         )
     except OSError as exc:
         raise UnreadableInput(f"cannot read {path}: {exc.strerror}") from None
+    return files
 
 
 def read_source(arg: str, stdin: BinaryIO | None = None) -> Source:
@@ -125,8 +127,8 @@ def read_source(arg: str, stdin: BinaryIO | None = None) -> Source:
         data = read_capped(stdin if stdin is not None else sys.stdin.buffer, "standard input")
         return _file_source("-", decode_text(data, "standard input"))
     if os.path.isdir(arg):
-        _check_directory(arg)
-        return Source(arg, "directory", path=arg)
+        files = _check_directory(arg)
+        return Source(arg, "directory", path=arg, estimate=files)
     try:
         with open(arg, "rb") as f:
             data = read_capped(f, arg)
@@ -140,15 +142,21 @@ def read_source(arg: str, stdin: BinaryIO | None = None) -> Source:
 def _file_source(name: str, text: str) -> Source:
     if not text.strip():
         raise UnreadableInput(f"{name}: empty (expected 'tailscale lock log --json' output)")
+    doc: object = None
     try:
-        json.loads(text)
+        doc = json.loads(text)
     except RecursionError:
         pass  # JSON, too deep for Python: the strict parser reports it as a bad log
     except ValueError as exc:
         raise UnreadableInput(
             f"{name}: not JSON ({exc}); expected 'tailscale lock log --json' output or a bundle"
         ) from None
-    return Source(name, "bundle" if looks_like_bundle(text) else "lock-log", text=text)
+    estimate = 0
+    if isinstance(doc, dict):
+        items = doc.get("aums", doc.get("Messages"))
+        estimate = len(items) if isinstance(items, list) else 0
+    kind: Literal["bundle", "lock-log"] = "bundle" if looks_like_bundle(text) else "lock-log"
+    return Source(name, kind, text=text, estimate=estimate)
 
 
 def audit_source(source: Source, *, progress: Progress | None = None) -> AuditReport:
