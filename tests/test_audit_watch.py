@@ -58,9 +58,7 @@ class Chain:
                 state_id1=7 + seed_offset,
                 state_id2=9,
             )
-            self.authority, self.genesis = Authority.create(
-                self.store, state, Signer((SEEDS[0],))
-            )
+            self.authority, self.genesis = Authority.create(self.store, state, Signer((SEEDS[0],)))
         else:
             self.genesis = genesis
             self.authority = Authority.bootstrap(self.store, genesis)
@@ -163,13 +161,15 @@ def _refused(proc: subprocess.CompletedProcess[str], status: str, *heads: str) -
 def test_a_rollback_behind_the_pin_fails_naming_both_heads(tmp_path: Path) -> None:
     chain = Chain()
     chain.add_meta(2)
-    old_log = (tmp_path / "old.json").write_text("") or chain.log(tmp_path / "old.json")
+    old_log = chain.log(tmp_path / "old.json")
     old_head = chain.head
     chain.add_meta(2)
     pin = str(tmp_path / "pin")
     assert tka("audit", chain.log(tmp_path / "new.json"), "--pin", pin).returncode == 0
     before = Path(pin).read_bytes()
-    reason = _refused(tka("audit", old_log, "--pin", pin, "--json"), "rollback", old_head, chain.head)
+    reason = _refused(
+        tka("audit", old_log, "--pin", pin, "--json"), "rollback", old_head, chain.head
+    )
     assert "2 AUM(s) behind" in reason
     assert Path(pin).read_bytes() == before  # a failing run never moves the pin
 
