@@ -555,9 +555,10 @@ def _check_cut(
             prev = after
         chain = (*pin.chain, *(a.hash_text for a in got.chain))
         return _success(base, pin, reached, chain, got.state, tuple(since), source, from_pin=True)
-    if new_head is not None and new_head in set(pin.chain):
+    pinned = set(pin.chain)
+    if new_head is not None and new_head in pinned:
         return _fail(base, *_gone(pin, new_head, [new_head]))
-    shared = [h for h in held if h in set(pin.chain)]
+    shared = [h for h in held if h in pinned]
     if shared and new_head is not None:
         return _fail(base, *_gone(pin, new_head, shared))
     oldest = max(

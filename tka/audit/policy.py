@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -183,19 +184,26 @@ def load_policy(path: str) -> Policy:
 
 
 def check_policy(
-    path: str, policy: Policy, report: AuditReport, state: State | None
+    path: str,
+    policy: Policy,
+    report: AuditReport,
+    state: State | None,
+    added: Iterable[tuple[str, str, tuple[str, ...]]] = (),
 ) -> PolicyResult:
     """Check *policy* against the audit and the verified *state* at its head.
 
     *state* is the report's state, or the state reached from a pin when the
     source is cut; with no state (the chain does not verify) nothing is
-    checked and the result is not ok.
+    checked and the result is not ok. *added* lists keys added by AUMs
+    verified elsewhere (from the pin): ``(key, AUM hash, signers)``.
     """
     if state is None:
         return PolicyResult(path, policy, False)
     out: list[PolicyViolation] = []
     trusted = keys_of(state)
     added_by: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for k, aum, who in added:
+        added_by.setdefault(k, (aum, who))
     for rec in report.history:
         # Only what the active chain did: a losing fork branch never trusted anyone.
         if rec.active and rec.verified is not False:

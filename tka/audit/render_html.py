@@ -13,6 +13,7 @@ from typing import Final
 
 from tka.aum import AUM, AUMKind
 from tka.errors import TKAError
+from tka.key import key_kind_name
 from tka.state import State
 
 from .outcome import AuditOutcome
@@ -32,7 +33,8 @@ class KeyTimeline:
     """Who was trusted after each AUM of the active chain, and with how many votes."""
 
     keys: tuple[str, ...]  # every key trusted at some point, in order of appearance
-    rows: tuple[tuple[str, str, tuple[int | None, ...]], ...]  # (hash, kind, votes per key)
+    # (hash, kind, votes per key) after each AUM that changed the key set or votes
+    rows: tuple[tuple[str, str, tuple[int | None, ...]], ...]
 
 
 def _active_aums(report: AuditReport, head: str | None) -> list[AUM]:
@@ -73,9 +75,14 @@ def key_timeline(outcome: AuditOutcome) -> KeyTimeline:
         keys.update(dict.fromkeys(votes))
         rows.append((a.hash_text, a.kind_name, votes))
     order = tuple(keys)
-    return KeyTimeline(
-        order, tuple((h, kind, tuple(v.get(k) for k in order)) for h, kind, v in rows)
-    )
+    out: list[tuple[str, str, tuple[int | None, ...]]] = []
+    for h, kind, v in rows:
+        column = tuple(v.get(k) for k in order)
+        # Only the AUMs that changed who is trusted, or their votes: a chain
+        # of metadata updates and restating checkpoints would bury them.
+        if not out or out[-1][2] != column:
+            out.append((h, kind, column))
+    return KeyTimeline(order, tuple(out))
 
 
 def _when(t: float | None) -> str:
@@ -95,6 +102,7 @@ def render_html(outcome: AuditOutcome) -> str:
         lstrip_blocks=True,
     )
     env.filters["when"] = _when
+    env.filters["key_kind"] = key_kind_name
     template = env.get_template("report.html.j2")
     return template.render(
         o=outcome,

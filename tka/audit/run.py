@@ -35,10 +35,14 @@ def run_audit(
     report = audit_source(source, progress=progress)
     pin = None
     if pin_path is not None:
-        pin = check_pin(pin_path, report, source=source.name, progress=progress)
+        # No progress here: the bar counts the source's AUMs, checked above.
+        pin = check_pin(pin_path, report, source=source.name)
     outcome = AuditOutcome(report, pin)
     if policy is not None:
-        outcome = replace(outcome, policy=check_policy(policy_path, policy, report, outcome.state))
+        since = () if pin is None else pin.aums_since
+        added = [(k, a.hash, a.signers) for a in since for k in a.keys_added]
+        result = check_policy(policy_path, policy, report, outcome.state, added)
+        outcome = replace(outcome, policy=result)
     if pin is not None and pin.new_pin is not None and outcome.ok:
         if update_pin:
             save_pin(pin.path, pin.new_pin)

@@ -9,6 +9,7 @@ checks the AUMs after a state trusted as given (a pin).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -593,10 +594,10 @@ def verify_from(
         children.setdefault(a.parent, []).append(a)
     states: dict[bytes, State] = {start: start_state}
     failure: tuple[AUM, str] | None = None
-    queue = [start]
+    queue = deque([start])
     checked = 0
     while queue:
-        parent = queue.pop(0)
+        parent = queue.popleft()
         for aum in sorted(children.get(parent, []), key=lambda c: c.hash):
             checked += 1
             if progress is not None and checked % _PROGRESS_STEP == 0:
