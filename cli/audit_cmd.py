@@ -97,9 +97,9 @@ def audit(
     Examples:
       tka audit log.json
       tka audit log.json --pin tailnet.pin --policy policy.json --html report.html
-      tailscale lock log --json --limit 1000 | tka audit - --pin tailnet.pin
-      tka audit /var/lib/tailscale/tka-profiles/1a2b --json
-      tka audit node1-export.json
+      tailscale lock log --json --limit 1000 | tka audit - --pin tailnet.pin --quiet
+      tka audit tka-profiles/1a2b --json     # a node's TKA dir, under /var/lib/tailscale
+      tka audit node1-export.json            # a 'tka lock export' bundle
     """
     import tka.audit as auditing
     from tka.audit.render_json import render_json

@@ -462,3 +462,77 @@ def test_outcome_of_a_plain_audit_matches_the_report() -> None:
     outcome = AuditOutcome(report)
     assert outcome.ok and outcome.exit_code == 0 and outcome.head == chain.head
     assert read_source  # the reader is public for library users
+
+
+# -- the --help examples, run as written ----------------------------------------------------
+
+
+def test_the_help_examples_run_as_written(tmp_path: Path) -> None:
+    from tka.storage.fs import FilesystemStore
+
+    help_text = tka("audit", "--help").stdout
+    examples = help_text.split("Examples:", 1)[1].split("Options:", 1)[0]
+    lines = [ln.split("  #", 1)[0].strip() for ln in examples.splitlines() if ln.strip()]
+    assert len(lines) == 5, lines
+    chain = Chain()
+    chain.log(tmp_path / "log.json")
+    chain.bundle(tmp_path / "node1-export.json")
+    (tmp_path / "policy.json").write_text(json.dumps({"trusted_keys": NAMES[:3]}))
+    store = FilesystemStore(tmp_path / "tka-profiles" / "1a2b")
+    store.commit_verified([a for h in chain.store.all_hashes() if (a := chain.store.get(h))])
+    store.set_last_active_ancestor(chain.genesis.hash)
+    store.close()
+    env = {**os.environ, "PATH": str(Path(TKA).parent) + os.pathsep + os.environ["PATH"]}
+    for line in lines:
+        stdin = None
+        if line.startswith("tailscale lock log"):
+            # What Tailscale's CLI prints, piped in as the example pipes it.
+            producer, line = (p.strip() for p in line.split("|", 1))
+            stdin = (tmp_path / "log.json").read_text()
+            assert producer == "tailscale lock log --json --limit 1000"
+        proc = subprocess.run(
+            ["bash", "-c", line],
+            cwd=tmp_path,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+    assert (tmp_path / "report.html").exists() and (tmp_path / "tailnet.pin").exists()
+
+
+def test_a_long_chain_shows_a_progress_bar_at_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+    import select
+
+    chain = Chain()
+    chain.add_meta(1100)
+    log = chain.log(tmp_path / "log.json", limit=5000)
+
+    def stderr_at_a_terminal(*extra: str) -> str:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [TKA, "audit", log, *extra], stdout=subprocess.DEVNULL, stderr=slave
+        )
+        os.close(slave)
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the pty closes when the process exits
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=60) == 0
+        os.close(master)
+        return out.decode(errors="replace")
+
+    assert "verifying AUMs" in stderr_at_a_terminal()
+    assert stderr_at_a_terminal("--quiet") == ""
+    assert tka("audit", log).stderr == ""  # not a terminal: quiet
