@@ -536,3 +536,34 @@ def test_a_long_chain_shows_a_progress_bar_at_a_terminal_only(tmp_path: Path) ->
     assert "verifying AUMs" in stderr_at_a_terminal()
     assert stderr_at_a_terminal("--quiet") == ""
     assert tka("audit", log).stderr == ""  # not a terminal: quiet
+
+
+def test_a_pin_that_cannot_be_written_is_exit_3(tmp_path: Path) -> None:
+    proc = tka("audit", Chain().log(tmp_path / "log.json"), "--pin", str(tmp_path / "no/pin"))
+    assert proc.returncode == 3 and "cannot write the pin file" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_json_output_has_the_documented_keys(tmp_path: Path) -> None:
+    from tka import audit as audit_module
+
+    chain = Chain()
+    policy = tmp_path / "p.json"
+    policy.write_text("{}")
+    args = ("audit", chain.log(tmp_path / "l.json"), "--json", "--pin", str(tmp_path / "pin"))
+    doc = _json(tka(*args, "--policy", str(policy)))
+    assert doc["format"] == "tka-audit/1"
+    documented = audit_module.__doc__ or ""
+    for key in doc:
+        assert f"``{key}``" in documented, key
+    for section in ("outcome", "pin", "policy"):
+        for key in doc[section]:
+            assert f'"{key}"' in documented or f"``{key}``" in documented, (section, key)
+    assert set(doc["outcome"]) == {"result", "exit_code", "reasons", "head", "notes"}
+    assert doc["outcome"] == {
+        "result": "pass",
+        "exit_code": 0,
+        "reasons": [],
+        "head": chain.head,
+        "notes": [f"pin recorded at {chain.head} in {tmp_path / 'pin'}"],
+    }

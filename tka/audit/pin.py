@@ -283,9 +283,17 @@ def _parse_pin(text: str) -> Pin:
 
 
 def save_pin(path: str, pin: Pin) -> None:
-    """Write *pin* to *path* atomically (the old file or the new, never a part)."""
+    """Write *pin* to *path* atomically (the old file or the new, never a part).
+
+    Raises :class:`~tka.audit.sources.UnreadableInput` naming the file when
+    it cannot be written (the command line's exit 3, as for a pin it cannot
+    read).
+    """
     data = (json.dumps(pin.to_json(), indent=1) + "\n").encode()
-    atomic_write(os.path.abspath(path), data, mode=0o644, prefix=".tka-pin-")
+    try:
+        atomic_write(os.path.abspath(path), data, mode=0o644, prefix=".tka-pin-")
+    except OSError as exc:
+        raise UnreadableInput(f"cannot write the pin file {path}: {exc.strerror}") from None
 
 
 # -- changes ----------------------------------------------------------------------------
