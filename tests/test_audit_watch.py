@@ -243,7 +243,7 @@ def test_a_log_cut_before_the_pin_says_so_and_which_limit_reaches_it(tmp_path: P
     proc = tka("audit", chain.log(tmp_path / "b.json", limit=50), "--pin", pin, "--json")
     reason = _refused(proc, "not-reached", pinned)
     assert _json(proc)["pin"]["suggested_limit"] == 51
-    assert "--limit 51" in reason and "50 message(s)" in reason
+    assert "--limit 51" in reason and "50 message(s)" in reason and "at least 51 AUM" in reason
     # A limit that reaches the pin: the part after it is verified from the pinned state.
     proc = tka("audit", chain.log(tmp_path / "c.json", limit=61), "--pin", pin, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -581,7 +581,7 @@ def _check_cut(
             "not-reached",
             f"the log's {n} message(s) do not reach back to the pinned head {pin.head} (the "
             f"oldest, {oldest.hash}, has parent {oldest.parent}, which is not in the log): "
-            f"at least {n} AUM(s) were added since the pin, so it takes "
+            f"at least {n + 1} AUM(s) were added since the pin, so it takes "
             f"`tailscale lock log --json --limit {n + 1}` or more to reach it (any limit at "
             "least the chain's length always does); nothing is decided until then",
             suggested_limit=n + 1,
