@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tka import ed25519
 from tka.audit import AuditOutcome, audit_log, load_pin, read_source
 from tka.audit.sources import UnreadableInput, read_capped
-from tka.aum import AUM
+from tka.aum import AUM, hash_from_text
 from tka.authority import Authority, Signer
 from tka.builder import UpdateBuilder
 from tka.bundle import Bundle
@@ -567,3 +569,40 @@ def test_json_output_has_the_documented_keys(tmp_path: Path) -> None:
         "head": chain.head,
         "notes": [f"pin recorded at {chain.head} in {tmp_path / 'pin'}"],
     }
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.integers(min_value=0, max_value=60),
+    after=st.integers(min_value=0, max_value=60),
+    limit=st.integers(min_value=1, max_value=130),
+)
+def test_a_pinned_log_passes_exactly_when_its_limit_reaches_the_pin(
+    tmp_path: Path, before: int, after: int, limit: int
+) -> None:
+    """Library-level: any chain, any pin position, any --limit."""
+    from tka.audit import Source, run_audit
+
+    chain = Chain()
+    chain.add_meta(before)
+    pin = tmp_path / f"pin-{before}-{after}-{limit}"
+    full = render_log(log_walk_storage(chain.store, chain.authority.head_hash, 10_000), 10_000)
+    assert run_audit(Source("full", "lock-log", full), pin_path=str(pin)).ok
+    chain.add_meta(after)
+    distance = len(log_walk_storage(chain.store, chain.authority.head_hash, 10_000)) - len(
+        log_walk_storage(chain.store, hash_from_text(load_pin(str(pin)).head), 10_000)  # type: ignore[union-attr]
+    )
+    cut = render_log(log_walk_storage(chain.store, chain.authority.head_hash, limit), limit)
+    outcome = run_audit(Source("cut", "lock-log", cut), pin_path=str(pin), update_pin=False)
+    assert outcome.pin is not None
+    # The log reaches the pin when it holds the pinned head or the AUM right after it.
+    assert outcome.ok == (limit >= distance), (outcome.pin.status, outcome.reasons)
+    if outcome.ok:
+        assert outcome.head == chain.head
+        assert len(outcome.pin.aums_since) == distance
+    else:
+        assert outcome.pin.status == "not-reached"
+        assert outcome.pin.suggested_limit is not None
+        assert limit < outcome.pin.suggested_limit <= distance
