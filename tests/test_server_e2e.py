@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tka_server.testing import PostgresProvider, ServerProcess, tka_command
+from _server_harness import PostgresProvider, ServerProcess, tka_command
 
 from tka.aum import hash_from_text
 from tka.chain import compute_state_at, pick_next_aum

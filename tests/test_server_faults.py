@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tka_server.testing import PostgresProvider, ServerProcess
+from _server_harness import PostgresProvider, ServerProcess
 
 from tka import ed25519
 from tka.aum import AUM
