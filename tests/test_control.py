@@ -238,10 +238,12 @@ class Net:
     members: dict[str, Member] = field(default_factory=dict)
     genesis: AUM | None = None
 
-    def register(self, name: str, rotation: bytes = b"", nl_key: bytes = b"") -> Member:
+    def register(
+        self, name: str, rotation: bytes = b"", nl_key: bytes = b"", may_init: bool = True
+    ) -> Member:
         key = NodePublic(nk())
         out = self.svc.register_node(
-            self.name, wire.AdminRegisterRequest(key, rotation, nl_key, name)
+            self.name, wire.AdminRegisterRequest(key, rotation, nl_key, name, may_init)
         )
         m = Member(out["NodeID"], out["Token"], key)
         self.members[name] = m

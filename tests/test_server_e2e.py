@@ -111,6 +111,8 @@ def _lifecycle(cli: CLI, server: ServerProcess, tmp: Path, admin_token: str) -> 
     cli.run("control", "create-tailnet", "t1")
     for n in (a, b, c):
         extra = ["--rotation-key", c_rot_pub] if n is c else ["--nl-key", tl[n.name]]
+        if n is a:
+            extra.append("--may-init")  # only a may initialize lock
         cred = tmp / f"{n.name}.cred"
         cli.run("control", "register", "t1", nk[n.name], *extra, "--out", str(cred))
         assert "Token" in json.loads(cred.read_text())

@@ -19,6 +19,7 @@ The bounds are generous (the issue's targets); the figures are printed
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -33,7 +34,7 @@ import pytest
 from _hostile import mixed_order_genesis
 from _server_harness import ServerProcess
 
-from tka.aum import AUM
+from tka.aum import AUM, hash_to_text
 from tka.control.client import AdminClient
 from tka.control.service import ControlService
 from tka.control.store import open_store
@@ -73,6 +74,50 @@ def _post(
     except ValueError:
         doc = {"raw": raw[:200].decode(errors="replace")}
     return resp.status, doc
+
+
+def _send_refused(
+    server: ServerProcess, path: str, body: bytes, token: str | None
+) -> int | None:
+    """POST a large body the server may refuse before reading it.
+
+    The server then answers and closes without reading the rest, so sending
+    may fail half-way (and the answer may be lost to the reset): the status
+    read, or ``None`` when the connection was cut first.
+    """
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if token is not None:
+        head.append(f"Authorization: Bearer {token}")
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+        got = b""
+        try:
+            while b"\r\n" not in got:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:
+            pass
+    if not got.startswith(b"HTTP/1.1 "):
+        return None
+    return int(got.split(b" ", 2)[1])
+
+
+def _logged_status(server: ServerProcess, path: str) -> int:
+    """The status of the last request to *path*, from the server's own log."""
+    time.sleep(0.1)  # the log line is written after the answer
+    found = [
+        r for r in server.log_records() if r.get("event") == "request" and r.get("path") == path
+    ]
+    return int(found[-1]["status"])
 
 
 def _register(
@@ -125,14 +170,14 @@ def test_unauthenticated_genesis_costs_next_to_nothing(
     for token in (None, "tkanode_1_" + "A" * 43, "nonsense"):
         before = server.cpu_seconds()
         t0 = time.monotonic()
-        status, out = _post(server, "/machine/tka/init/begin", body, token)
+        status = _send_refused(server, "/machine/tka/init/begin", body, token)
         wall = time.monotonic() - t0
         cpu = server.cpu_seconds() - before
         figures.append(cpu)
-        print(f"  token={token and token[:12]!r}: {status} in {wall * 1000:.1f} ms wall, "
-              f"{cpu * 1000:.0f} ms server CPU")
-        assert status == 401, out
-        assert out.get("code") == "unauthenticated"
+        logged = _logged_status(server, "/machine/tka/init/begin")
+        print(f"  token={token and token[:12]!r}: {status} (logged {logged}) in "
+              f"{wall * 1000:.1f} ms wall, {cpu * 1000:.0f} ms server CPU")
+        assert status in (401, None) and logged == 401
     assert max(figures) <= 0.050, figures
 
 
@@ -141,7 +186,7 @@ def test_unauthenticated_disable_costs_next_to_nothing(served: tuple[ServerProce
     body = {
         "Version": 1,
         "NodeKey": NodePublic(os.urandom(32)).text(),
-        "Head": "A" * 103 + "=",  # not checked before the token anyway
+        "Head": hash_to_text(os.urandom(32)),
         "DisablementSecret": base64.b64encode(os.urandom(32)).decode(),
     }
     before = server.cpu_seconds()
@@ -168,23 +213,8 @@ def test_authenticated_genesis_bounded_and_other_tailnets_unaffected(
     begin = _begin_body(key, attack_genesis)
     finish = {"Version": 1, "NodeKey": key.text(), "Signatures": {}}
 
-    # Alone: the server's CPU for the genesis and the finish that would store it.
-    before = server.cpu_seconds()
-    s1, out1 = _post(server, "/machine/tka/init/begin", begin, token)
-    cpu_begin = server.cpu_seconds() - before
-    before = server.cpu_seconds()
-    s2, out2 = _post(server, "/machine/tka/init/finish", finish, token)
-    cpu_finish = server.cpu_seconds() - before
-    print(f"\nauthenticated init/begin: {s1} {out1.get('code', '')}, {cpu_begin * 1000:.0f} ms "
-          f"server CPU; init/finish: {s2} {out2.get('code', '')}, {cpu_finish * 1000:.0f} ms")
-    assert s1 < 500 and s2 < 500, (out1, out2)
-    assert cpu_begin <= 1.0 and cpu_finish <= 1.0, (cpu_begin, cpu_finish)
-
-    # Again, while an admin registers nodes in another tailnet: the worst
-    # latency of those writes.
-    token2, key2 = _register(server, admin_token, "victim", may_init=True)
-    begin2 = _begin_body(key2, attack_genesis)
-    finish2 = {"Version": 1, "NodeKey": key2.text(), "Signatures": {}}
+    # While an admin registers nodes in another tailnet: the worst latency
+    # of those writes during the genesis and the init/finish that follows.
     latencies: list[float] = []
     failures: list[Any] = []
     stop = threading.Event()
@@ -203,17 +233,33 @@ def test_authenticated_genesis_bounded_and_other_tailnets_unaffected(
     try:
         time.sleep(0.3)
         t0 = time.monotonic()
-        _post(server, "/machine/tka/init/begin", begin2, token2)
-        _post(server, "/machine/tka/init/finish", finish2, token2)
+        before = server.cpu_seconds()
+        s1, out1 = _post(server, "/machine/tka/init/begin", begin, token)
+        cpu_begin = server.cpu_seconds() - before
+        before = server.cpu_seconds()
+        s2, out2 = _post(server, "/machine/tka/init/finish", finish, token)
+        cpu_finish = server.cpu_seconds() - before
         attack_wall = time.monotonic() - t0
         time.sleep(0.3)
     finally:
         stop.set()
         th.join(120)
     latencies.sort()
+    print(f"\nauthenticated init/begin: {s1} {out1.get('code', '')}, {cpu_begin * 1000:.0f} ms "
+          f"server CPU; init/finish: {s2} {out2.get('code', '')}, {cpu_finish * 1000:.0f} ms "
+          "(both including the concurrent admin writes)")
     print(f"other tailnet's admin writes during the attack ({attack_wall * 1000:.0f} ms): "
           f"{len(latencies)} writes, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
           f"worst {latencies[-1] * 1000:.1f} ms, failures {len(failures)}")
+
+    # Alone: the server's CPU for the same requests.
+    before = server.cpu_seconds()
+    s3, out3 = _post(server, "/machine/tka/init/begin", begin, token)
+    cpu_alone = server.cpu_seconds() - before
+    print(f"init/begin alone: {s3} {out3.get('code', '')}, {cpu_alone * 1000:.0f} ms server CPU")
+
+    assert s1 < 500 and s2 < 500 and s3 < 500, (out1, out2, out3)
+    assert max(cpu_begin, cpu_finish, cpu_alone) <= 1.0, (cpu_begin, cpu_finish, cpu_alone)
     assert not failures, failures[:3]
     assert latencies[-1] <= 0.5, latencies[-5:]
 
