@@ -6,7 +6,7 @@ stands between the JSON and the checks. Every endpoint:
 
 * checks the token from the headers first (one indexed read), before it
   reads the body at all: a request without a valid token costs what a 404
-  costs, whatever it carries, and is answered with ``Connection: close``;
+  costs, whatever it carries (the rest of it is discarded as it arrives);
 * reads the body itself, refusing it with 413 as soon as it passes the path's
   limit (10 MiB for init and sync, 1 MiB otherwise, as Tailscale's client
   reads), whatever the ``Content-Length`` claims, and with 408 when it comes
@@ -157,13 +157,7 @@ async def _body(request: Request, limit: int, pace: BodyLimits) -> bytes:
         if total > limit:
             raise PayloadTooLarge(f"request body over the {limit}-byte limit")
         chunks.append(chunk)
-    request.state.body_read = True
     return b"".join(chunks)
-
-
-def _has_body(request: Request) -> bool:
-    cl = request.headers.get("content-length")
-    return bool(request.headers.get("transfer-encoding")) or (cl is not None and cl != "0")
 
 
 def _tailnet_param(request: Request) -> str:
@@ -193,14 +187,15 @@ def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             )
             code = "internal"
             response = _error(500, code, "internal error")
-        if (
-            response.status_code >= 400
-            and _has_body(request)
-            and not getattr(request.state, "body_read", False)
-        ):
-            # The body was not read (refused before it, e.g. no token): close
-            # rather than read and throw away whatever the client still sends.
+        if code == "request_timeout":
+            # A body too slow to wait for: the connection goes with it.
             response.headers["connection"] = "close"
+        # A request refused before its body was read (e.g. no token) keeps
+        # its connection: uvicorn throws the rest of the body away as it
+        # comes, without buffering it, and the header deadline closes the
+        # connection if the client does not finish it and send a new request
+        # in time. (Closing at once instead would reset the connection under
+        # a client still sending, which then often never sees the answer.)
         fields: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,

@@ -88,7 +88,7 @@ def _mixed_order_sign(a: int, public: bytes, message: bytes) -> bytes:
     """
     while True:
         r = int.from_bytes(os.urandom(64), "little") % _L
-        r_bytes = _encode(_mul(r, _B))
+        r_bytes = _encode(_base_mul(r))
         k = int.from_bytes(hashlib.sha512(r_bytes + public + message).digest(), "little") % _L
         sig = r_bytes + ((r + k * a) % _L).to_bytes(32, "little")
         if not _libsodium_accepts(public, message, sig):
@@ -98,7 +98,7 @@ def _mixed_order_sign(a: int, public: bytes, message: bytes) -> bytes:
 def mixed_order_genesis(copies: int = 4096) -> AUM:
     """A genesis trusting one mixed-order key, signed *copies* times by it."""
     a = int.from_bytes(os.urandom(32), "little") % _L
-    public = _encode(_add(_mul(a, _B), _T8))
+    public = _encode(_add(_base_mul(a), _T8))
     ids = os.urandom(16)
     state = State(
         disablement_values=(os.urandom(32),),
@@ -109,3 +109,31 @@ def mixed_order_genesis(copies: int = 4096) -> AUM:
     bare = AUM(AUMKind.CHECKPOINT, state=state)
     sig = _mixed_order_sign(a, public, bare.sig_hash)
     return bare.with_signatures(tuple(Signature(public, sig) for _ in range(copies)))
+
+
+def mixed_order_genesis_distinct(keys: int = 512) -> AUM:
+    """A genesis trusting *keys* mixed-order keys, each signing once.
+
+    The most signature work a genesis can ask for once repeated key IDs are
+    refused: one slow-path check per trusted key (at most 512).
+    """
+    scalars = [int.from_bytes(os.urandom(32), "little") % _L for _ in range(keys)]
+    publics = [_encode(_add(_base_mul(a), _T8)) for a in scalars]
+    ids = os.urandom(16)
+    state = State(
+        disablement_values=(os.urandom(32),),
+        keys=tuple(Key.ed25519(p) for p in publics),
+        state_id1=int.from_bytes(ids[:8], "little"),
+        state_id2=int.from_bytes(ids[8:], "little"),
+    )
+    bare = AUM(AUMKind.CHECKPOINT, state=state)
+    msg = bare.sig_hash
+    sigs = tuple(
+        Signature(p, _mixed_order_sign(a, p, msg)) for a, p in zip(scalars, publics, strict=True)
+    )
+    return bare.with_signatures(sigs)
+
+
+def _base_mul(a: int) -> _Pt:
+    """a*B through libsodium (fast), decoded to affine."""
+    return _decode(nacl.bindings.crypto_scalarmult_ed25519_base_noclamp(a.to_bytes(32, "little")))
