@@ -250,8 +250,12 @@ def create_app(
         if spec is None:
             raise NotFound(f"no RPC at {path}")
         # The token first: nothing of the body is read or decoded without one.
-        node = await run_in_threadpool(service.authenticate_node, _token(request))
-        ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
+        token = _token(request)
+        known = service.token_recently_valid(token)
+        if known is None:
+            node = await run_in_threadpool(service.authenticate_node, token)
+            known = node.tailnet, node.node_id
+        ctx.tailnet, ctx.node_id = known
         body = await _body_of(request, spec.body_limit)
         obj = wire.parse_body(body)
         out = await run_in_threadpool(service.handle, path, _token(request), obj, ctx)

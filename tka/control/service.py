@@ -335,6 +335,8 @@ class ControlService:
         self._authority_cache_size = authority_cache_size
         self._lock = threading.Lock()
         self._argon2 = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
+        # Tokens found valid lately: sha256(token) -> (tailnet, node ID, expiry).
+        self._valid_tokens: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
         self._disable_attempts = _AttemptLimiter(DISABLE_ATTEMPTS, DISABLE_WINDOW)
 
     # -- plumbing ----------------------------------------------------------------
@@ -389,6 +391,23 @@ class ControlService:
             raise NotFound("the node's tailnet does not exist")
         return node, t
 
+    def token_recently_valid(self, token: str | None) -> tuple[str, int] | None:
+        """(tailnet, node ID) if *token* was found valid in the last minute, else ``None``.
+
+        A pre-check only, with no database access, for the HTTP layer to
+        read a body without a round trip: every RPC authenticates again
+        inside its own transaction, so a token revoked or re-minted within
+        the minute is still refused (its body is merely read first).
+        """
+        if not token:
+            return None
+        key = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        with self._lock:
+            found = self._valid_tokens.get(key)
+        if found is None or found[2] < time.monotonic():
+            return None
+        return found[0], found[1]
+
     def authenticate_node(self, token: str | None) -> NodeRow:
         """The node *token* belongs to, or :class:`Unauthenticated`.
 
@@ -403,6 +422,13 @@ class ControlService:
         ok = hmac.compare_digest(hash_token(secret_part), stored)
         if node is None or not ok:
             raise Unauthenticated("invalid token")
+        assert token is not None
+        key = hashlib.sha256(token.encode("ascii")).digest()
+        with self._lock:
+            self._valid_tokens[key] = (node.tailnet, node.node_id, time.monotonic() + 60.0)
+            self._valid_tokens.move_to_end(key)
+            while len(self._valid_tokens) > 100_000:
+                self._valid_tokens.popitem(last=False)
         return node
 
     def _disablement_kdf(self, node: NodeRow, secret: bytes) -> bytes:
@@ -426,14 +452,20 @@ class ControlService:
         node_key: NodePublic | None,
         ctx: RequestContext,
         key_field: str = "NodeKey",
+        tailnet: str | None = None,
     ) -> Iterator[tuple[Transaction, NodeRow, TailnetRow]]:
-        # Authenticate first (which names the tailnet), then take the
-        # tailnet's write lock and authenticate again inside it, so the
-        # node is checked against what the transaction sees.
-        with self.store.read() as txn:
-            node, _ = self._auth_node(txn, token, node_key, ctx, key_field)
-        with self.store.write(node.tailnet) as txn:
+        # Authenticate first (which names the tailnet; callers that just
+        # did pass it), then take the tailnet's write lock and authenticate
+        # again inside it, so the node is checked against what the
+        # transaction sees.
+        if tailnet is None:
+            with self.store.read() as txn:
+                node, _ = self._auth_node(txn, token, node_key, ctx, key_field)
+            tailnet = node.tailnet
+        with self.store.write(tailnet) as txn:
             node, t = self._auth_node(txn, token, node_key, ctx, key_field)
+            if node.tailnet != tailnet:  # node IDs are never reused: cannot happen
+                raise Unauthenticated("invalid token")
             yield txn, node, t
 
     @staticmethod
@@ -508,7 +540,7 @@ class ControlService:
             raise ValidationError(f"GenesisAUM: {exc}") from None
         signers = {s.key_id for s in genesis.signatures or ()}
         state = genesis.state
-        with self._node_write(token, req.node_key, ctx) as (txn, node, t):
+        with self._node_write(token, req.node_key, ctx, tailnet=node.tailnet) as (txn, node, t):
             if not node.may_init:
                 raise Forbidden("this node may not initialize tailnet lock")
             if node.nl_key and node.nl_key not in signers:
@@ -582,7 +614,11 @@ class ControlService:
                 )
             # ... then write, if nothing moved meanwhile.
             try:
-                with self._node_write(token, req.node_key, ctx) as (txn, node, t2):
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (
+                    txn,
+                    node,
+                    t2,
+                ):
                     now_nodes = {n.node_id: n for n in txn.nodes(t.name)}
                     if (
                         t2.version != t.version
@@ -675,7 +711,11 @@ class ControlService:
                 if req.interactive and aums:
                     self._require_on_chain(recorder, authority, aums)
             try:
-                with self._node_write(token, req.node_key, ctx) as (txn, node, t2):
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (
+                    txn,
+                    node,
+                    t2,
+                ):
                     if t2.version != t.version:
                         raise _Retry
                     if recorder.pending:
@@ -751,7 +791,7 @@ class ControlService:
         # Argon2 is slow on purpose: only for an authenticated node, rate
         # limited, and before taking the tailnet's lock.
         derived = self._disablement_kdf(node, req.disablement_secret)
-        with self._node_write(token, req.node_key, ctx) as (txn, _, t):
+        with self._node_write(token, req.node_key, ctx, tailnet=node.tailnet) as (txn, _, t):
             if t.status == STATUS_DISABLED:
                 raise Conflict("tailnet lock is already disabled in this tailnet")
             self._require_enabled(t)
@@ -801,7 +841,7 @@ class ControlService:
             if not d.admitted:
                 raise VerificationError(f"Signature: {d.reason}")
             try:
-                with self._node_write(token, req.node_key, ctx) as (txn, _, t2):
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (txn, _, t2):
                     if t2.version != t.version:
                         raise _Retry  # the head moved: decide again
                     now_target = txn.node_by_key(t.name, target_key.raw)
@@ -886,7 +926,7 @@ class ControlService:
                 if not d.admitted:
                     raise VerificationError(f"NodeKeySignature: {d.reason}")
             try:
-                with self._node_write(token, req.old_node_key, ctx, "OldNodeKey") as (
+                with self._node_write(token, req.old_node_key, ctx, "OldNodeKey", t.name) as (
                     txn,
                     node,
                     t2,
