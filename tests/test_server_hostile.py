@@ -371,6 +371,31 @@ def test_slow_body_is_cut_off_and_refused_bodies_are_not_read(
     assert answer.startswith(b"HTTP/1.1 401")
     assert closed <= 15, closed
 
+    # Thirty of them at once: the server holds no body for any of them.
+    rss_before = _rss_kib(server)
+    socks = []
+    try:
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(head + b"{" * (256 << 10))
+            socks.append(sock)
+        time.sleep(1.0)
+        rss_during = _rss_kib(server)
+    finally:
+        for sock in socks:
+            sock.close()
+    print(f"30 stalled 10 MB bodies without a token: server RSS {rss_before // 1024} MB -> "
+          f"{rss_during // 1024} MB")
+    assert rss_during - rss_before <= 30 * 1024, (rss_before, rss_during)
+
+
+def _rss_kib(server: ServerProcess) -> int:
+    with open(f"/proc/{server.pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
 
 @pytest.mark.parametrize(
     "method, path",
