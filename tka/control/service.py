@@ -264,7 +264,7 @@ class _Recorder:
         """Heads of stored and kept-aside AUMs together."""
         parents = {a.parent for a in self.pending}
         out = [a for a in self._base.heads() if a.hash not in parents]
-        return out + [a for a in self.pending if not any(c.parent == a.hash for c in self.pending)]
+        return out + [a for a in self.pending if a.hash not in parents]
 
     def commit_verified(self, aums: Sequence[AUM]) -> None:
         """Keep verified AUMs aside (written later, under the tailnet's lock)."""
