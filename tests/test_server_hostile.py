@@ -181,6 +181,40 @@ def test_unauthenticated_genesis_costs_next_to_nothing(
     assert max(figures) <= 0.050, figures
 
 
+def test_unauthenticated_flood_is_cheap(served: tuple[ServerProcess, str]) -> None:
+    """Eight clients sending a one-signature genesis without a token, 50 each."""
+    server, admin_token = served
+    _, key = _register(server, admin_token, "victim", may_init=True)
+    body = json.dumps(_begin_body(key, mixed_order_genesis(1))).encode()
+    statuses: list[int] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            for _ in range(50):
+                conn.request("POST", "/machine/tka/init/begin", body=body)
+                resp = conn.getresponse()
+                resp.read()
+                statuses.append(resp.status)
+        finally:
+            conn.close()
+
+    before = server.cpu_seconds()
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    wall = time.monotonic() - t0
+    cpu = server.cpu_seconds() - before
+    rate = len(statuses) / wall
+    print(f"\n8 clients x 50 unauthenticated one-signature geneses: {rate:.0f} req/s, "
+          f"{cpu / max(1, len(statuses)) * 1000:.2f} ms server CPU each")
+    assert statuses == [401] * 400
+    assert cpu / 400 <= 0.010, cpu
+
+
 def test_unauthenticated_disable_costs_next_to_nothing(served: tuple[ServerProcess, str]) -> None:
     server, _ = served
     body = {
