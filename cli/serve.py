@@ -100,6 +100,34 @@ def _default_store() -> str:
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Key of --tls-cert.")
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request head; then it is cut off.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Grace seconds for a request body before --body-min-rate applies (then 408).",
+)
+@click.option(
+    "--body-min-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=16384.0,
+    show_default=True,
+    help="Bytes per second a request body must average after the grace.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Concurrent connections; past it new requests get 503.",
+)
 def serve(
     listen: str,
     store_url: str | None,
@@ -108,11 +136,17 @@ def serve(
     graceful_timeout: float,
     tls_cert: str | None,
     tls_key: str | None,
+    header_timeout: float,
+    body_timeout: float,
+    body_min_rate: float,
+    max_connections: int,
 ) -> None:
     """Run the tailnet-lock control service (Tailscale's TKA RPCs over HTTP).
 
     Logs are JSON lines on stderr. Stop with SIGTERM or Ctrl-C: requests in
-    flight finish, and every answered write is already committed.
+    flight finish, and every answered write is already committed. Slow
+    clients are cut off (--header-timeout, --body-timeout, --body-min-rate);
+    a request's token is checked before its body is read.
 
     \b
     Examples:
@@ -124,6 +158,9 @@ def serve(
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together", EXIT_USAGE)
     try:
+        from tka_server.run import (  # type: ignore[import-not-found,unused-ignore]
+            Limits,
+        )
         from tka_server.run import serve as run_server  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         fail(f"the server is not installed ({exc.name}): pip install 'tka[server]'", EXIT_USAGE)
@@ -135,6 +172,12 @@ def serve(
         graceful_timeout=graceful_timeout,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        limits=Limits(
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            body_min_rate=body_min_rate,
+            max_connections=max_connections,
+        ),
     )
 
 
@@ -185,7 +228,7 @@ def control(control_url: str | None, admin_token_file: str | None) -> None:
       tka control admin-token --store sqlite:///srv/control.db --out admin.token
       export TKA_CONTROL_URL=http://127.0.0.1:8080 TKA_ADMIN_TOKEN_FILE=admin.token
       tka control create-tailnet example
-      tka control register example nodekey:3c.. --rotation-key tlpub:77.. --out n1.json
+      tka control register example nodekey:3c.. --rotation-key tlpub:77.. --may-init --out n1.json
       tka control nodes example
     """
 
@@ -268,6 +311,11 @@ def _key_arg(text: str | None, what: str) -> bytes:
 @click.option("--nl-key", help="The node's tailnet-lock key (tlpub:...), if it has one.")
 @click.option("--name", default="", help="A name for the node.")
 @click.option(
+    "--may-init",
+    is_flag=True,
+    help="Allow this node to initialize tailnet lock (init/begin); off by default.",
+)
+@click.option(
     "--out", "out_file", type=click.Path(dir_okay=False), help="Write the credentials here (0600)."
 )
 @click.pass_context
@@ -278,17 +326,20 @@ def register_cmd(
     rotation_key: str | None,
     nl_key: str | None,
     name: str,
+    may_init: bool,
     out_file: str | None,
 ) -> None:
     """Register NODE_KEY in TAILNET and mint the node's token.
 
     Prints (or writes to --out) the node's credentials as JSON, token
     included: hand them to the node for 'tka lock login'. The token is shown
-    once; the service keeps only its hash.
+    once; the service keeps only its hash. Only a node registered with
+    --may-init (or granted it later with 'tka control allow-init') may
+    initialize tailnet lock.
 
     \b
     Example:
-      tka control register example nodekey:3c.. --rotation-key tlpub:77.. --out n1.json
+      tka control register example nodekey:3c.. --rotation-key tlpub:77.. --may-init --out n1.json
     """
     try:
         nk = NodePublic.from_text(read_arg(node_key))
@@ -300,15 +351,82 @@ def register_cmd(
         _key_arg(rotation_key, "--rotation-key"),
         _key_arg(nl_key, "--nl-key"),
         name,
+        may_init=may_init,
     )
+    _write_credentials(out, out_file, f"Registered node {out['NodeID']}")
+
+
+def _write_credentials(out: dict[str, Any], out_file: str | None, what: str) -> None:
     text = json.dumps(out, indent=1)
     if out_file:
         from tka._fileutil import atomic_write
 
         atomic_write(os.path.abspath(out_file), text.encode(), 0o600)
-        click.echo(f"Registered node {out['NodeID']}; credentials written to {out_file}.")
+        click.echo(f"{what}; credentials written to {out_file}.")
     else:
         click.echo(text)
+
+
+@control.command("allow-init")
+@click.argument("tailnet")
+@click.argument("node_id", type=click.IntRange(min=0))
+@click.option("--revoke", is_flag=True, help="Take the permission away instead.")
+@click.pass_context
+def allow_init_cmd(ctx: click.Context, tailnet: str, node_id: int, revoke: bool) -> None:
+    """Allow node NODE_ID to initialize tailnet lock in TAILNET (or, with --revoke, forbid it).
+
+    \b
+    Example:
+      tka control allow-init example 1
+    """
+    _admin(ctx).set_may_init(tailnet, node_id, not revoke)
+    click.echo(f"Node {node_id} {'may not' if revoke else 'may'} initialize tailnet lock.")
+
+
+@control.command("remint-token")
+@click.argument("tailnet")
+@click.argument("node_id", type=click.IntRange(min=0))
+@click.option(
+    "--out", "out_file", type=click.Path(dir_okay=False), help="Write the credentials here (0600)."
+)
+@click.pass_context
+def remint_token_cmd(ctx: click.Context, tailnet: str, node_id: int, out_file: str | None) -> None:
+    """Give node NODE_ID a new token; the old one stops working at once.
+
+    Prints (or writes to --out) the node's credentials, as 'register' does.
+
+    \b
+    Example:
+      tka control remint-token example 1 --out n1.json
+    """
+    out = _admin(ctx).remint_node_token(tailnet, node_id)
+    _write_credentials(out, out_file, f"New token for node {node_id}")
+
+
+@control.command("admin-tokens")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def admin_tokens_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the admin tokens: ID, creation time, label (never the secret)."""
+    import datetime
+
+    out = _admin(ctx).admin_tokens()
+    lines = [
+        f"{t['ID']}\t"
+        f"{datetime.datetime.fromtimestamp(t['Created'], datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\t"
+        f"{t['Label'] or '-'}"
+        for t in out
+    ]
+    emit(out, as_json, "\n".join(lines) or "(no admin tokens)")
+
+
+@control.command("revoke-admin-token")
+@click.argument("token_id", type=click.IntRange(min=0))
+@click.pass_context
+def revoke_admin_token_cmd(ctx: click.Context, token_id: int) -> None:
+    """Revoke admin token TOKEN_ID (see 'admin-tokens'); it stops working at once."""
+    _admin(ctx).revoke_admin_token(token_id)
+    click.echo(f"Revoked admin token {token_id}.")
 
 
 def _nodes_text(nodes: list[Any]) -> str:

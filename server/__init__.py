@@ -2,7 +2,8 @@
 
 :func:`tka_server.app.create_app` wraps a :class:`~tka.control.service.ControlService`
 in an ASGI application; :func:`tka_server.run.serve` runs it under uvicorn
-(``tka serve``); :mod:`tka_server.testing` runs a real server for tests.
+(``tka serve``). (The test harness that runs a real server lives with the
+tests, in ``tests/_server_harness.py``: it is not part of the package.)
 Install with ``pip install 'tka[server]'``.
 
 Why Starlette and uvicorn: both are small, widely deployed and actively

@@ -4,9 +4,14 @@ Built on Starlette (routing, requests, responses) and nothing else: the wire
 shapes are tka's own (:mod:`tka.control.wire`), so no framework model layer
 stands between the JSON and the checks. Every endpoint:
 
+* checks the token from the headers first (one indexed read), before it
+  reads the body at all: a request without a valid token costs what a 404
+  costs, whatever it carries (the rest of it is discarded as it arrives);
 * reads the body itself, refusing it with 413 as soon as it passes the path's
   limit (10 MiB for init and sync, 1 MiB otherwise, as Tailscale's client
-  reads), whatever the ``Content-Length`` claims;
+  reads), whatever the ``Content-Length`` claims, and with 408 when it comes
+  slower than :class:`BodyLimits` allows;
+* parses every number in a path or query strictly (ASCII digits, bounded);
 * accepts ``GET`` with a JSON body, as Tailscale's client sends, and ``POST``;
 * runs the blocking service call in a worker thread;
 * answers errors as ``{"error": "...", "code": "..."}`` with a 4xx status for
@@ -26,6 +31,10 @@ Routes::
     GET  /admin/tailnets/{name}/locked-out
     GET  /admin/tailnets/{name}/log?limit=N                v1 JSON lock log
     GET  /admin/tailnets/{name}/affected-sigs?key=tlpub:...
+    PATCH /admin/tailnets/{name}/nodes/{id}                {"MayInit": bool}
+    POST /admin/tailnets/{name}/nodes/{id}/token           re-mint the node token
+    GET|POST /admin/tokens                                 list / mint admin tokens
+    DELETE /admin/tokens/{id}                              revoke an admin token
 
 Tokens travel as ``Authorization: Bearer <token>``.
 """
@@ -35,9 +44,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -46,16 +58,48 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tka.control import wire
-from tka.control.errors import BadRequest, NotFound, PayloadTooLarge, http_status
+from tka.control.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    http_status,
+)
 from tka.control.service import RPCS, SMALL_BODY, ControlService, RequestContext
 from tka.errors import DecodeError, TKAError
 from tka.nlkeys import NLPublic
 
 from .logs import log_event, now_ms
 
-__all__ = ["create_app"]
+__all__ = ["BodyLimits", "create_app", "parse_uint"]
 
 _INT64_MAX: Final = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How slowly a request body may arrive: byte *n* must be in by
+    ``start + grace + n / min_rate`` (seconds), else 408 and the connection
+    is closed. uvicorn has no body timer of its own."""
+
+    grace: float = 10.0
+    min_rate: float = 16 * 1024
+
+
+def parse_uint(text: str, what: str, maximum: int = _INT64_MAX) -> int:
+    """A whole number written in ASCII digits, at most *maximum*; 400 otherwise.
+
+    ``str.isdigit`` alone would accept a superscript two (which ``int``
+    refuses) and an Arabic-Indic five (which ``int`` reads as 5).
+    """
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > len(str(maximum))
+        or int(text) > maximum
+    ):
+        raise BadRequest(f"{what}: expected a whole number from 0 to {maximum}")
+    return int(text)
 
 Endpoint = Callable[[Request, RequestContext], Awaitable[Response]]
 
@@ -82,17 +126,33 @@ def _token(request: Request) -> str | None:
     return token.strip() or None
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes *limit* bytes."""
+async def _body(request: Request, limit: int, pace: BodyLimits) -> bytes:
+    """The request body, refused as soon as it passes *limit* bytes or comes too slowly."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("Content-Length is not a number")
-        if int(declared) > limit:
+        try:
+            size = parse_uint(declared.strip(), "Content-Length")
+        except BadRequest:
+            raise BadRequest("Content-Length is not a number") from None
+        if size > limit:
             raise PayloadTooLarge(f"request body over the {limit}-byte limit")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    start = time.monotonic()
+    stream = request.stream()
+    while True:
+        remaining = start + pace.grace + total / pace.min_rate - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            with anyio.fail_after(remaining):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body too slow: {total} bytes in {time.monotonic() - start:.0f} s"
+            ) from None
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"request body over the {limit}-byte limit")
@@ -127,6 +187,15 @@ def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             )
             code = "internal"
             response = _error(500, code, "internal error")
+        if code == "request_timeout":
+            # A body too slow to wait for: the connection goes with it.
+            response.headers["connection"] = "close"
+        # A request refused before its body was read (e.g. no token) keeps
+        # its connection: uvicorn throws the rest of the body away as it
+        # comes, without buffering it, and the header deadline closes the
+        # connection if the client does not finish it and send a new request
+        # in time. (Closing at once instead would reset the connection under
+        # a client still sending, which then often never sees the answer.)
         fields: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
@@ -155,13 +224,21 @@ def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 
 def create_app(
-    service: ControlService, *, on_shutdown: Callable[[], None] | None = None
+    service: ControlService,
+    *,
+    on_shutdown: Callable[[], None] | None = None,
+    body_limits: BodyLimits | None = None,
 ) -> Starlette:
     """The ASGI application serving *service*.
 
     *on_shutdown* runs after the server stopped taking requests and the
     last one finished (uvicorn's graceful shutdown), e.g. to close the store.
+    *body_limits* says how slowly a body may arrive.
     """
+    pace = body_limits or BodyLimits()
+
+    async def _body_of(request: Request, limit: int) -> bytes:
+        return await _body(request, limit, pace)
 
     async def healthz(request: Request, ctx: RequestContext) -> Response:
         await run_in_threadpool(service.store.ping)
@@ -172,7 +249,14 @@ def create_app(
         spec = RPCS.get(path)
         if spec is None:
             raise NotFound(f"no RPC at {path}")
-        body = await _body(request, spec.body_limit)
+        # The token first: nothing of the body is read or decoded without one.
+        token = _token(request)
+        known = service.token_recently_valid(token)
+        if known is None:
+            node = await run_in_threadpool(service.authenticate_node, token)
+            known = node.tailnet, node.node_id
+        ctx.tailnet, ctx.node_id = known
+        body = await _body_of(request, spec.body_limit)
         obj = wire.parse_body(body)
         out = await run_in_threadpool(service.handle, path, _token(request), obj, ctx)
         return _json(out)
@@ -184,7 +268,7 @@ def create_app(
         await admin(request)
         if request.method == "GET":
             return _json({"Tailnets": await run_in_threadpool(service.tailnets)})
-        obj = wire.parse_body(await _body(request, SMALL_BODY))
+        obj = wire.parse_body(await _body_of(request, SMALL_BODY))
         name = obj.get("Name")
         if not isinstance(name, str):
             raise BadRequest("Name: expected a string")
@@ -201,7 +285,7 @@ def create_app(
         if request.method == "GET":
             nodes = await run_in_threadpool(service.node_decisions, name)
             return _json({"Nodes": [wire.encode(n) for n in nodes]})
-        obj = wire.parse_body(await _body(request, SMALL_BODY))
+        obj = wire.parse_body(await _body_of(request, SMALL_BODY))
         req = wire.decode(wire.AdminRegisterRequest, obj)
         out = await run_in_threadpool(service.register_node, name, req)
         ctx.tailnet, ctx.node_id = name, int(out["NodeID"])
@@ -209,10 +293,40 @@ def create_app(
 
     async def admin_node(request: Request, ctx: RequestContext) -> Response:
         await admin(request)
-        text = str(request.path_params["node_id"])
-        if not text.isdigit() or len(text) > 19 or int(text) > _INT64_MAX:
-            raise NotFound("no such node")
-        await run_in_threadpool(service.delete_node, _tailnet_param(request), int(text))
+        node_id = parse_uint(str(request.path_params["node_id"]), "node ID")
+        name = _tailnet_param(request)
+        if request.method == "DELETE":
+            await run_in_threadpool(service.delete_node, name, node_id)
+            return _json({})
+        obj = wire.parse_body(await _body_of(request, SMALL_BODY))
+        may_init = obj.get("MayInit")
+        if not isinstance(may_init, bool):
+            raise BadRequest("MayInit: expected true or false")
+        return _json(await run_in_threadpool(service.set_may_init, name, node_id, may_init))
+
+    async def admin_node_token(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        node_id = parse_uint(str(request.path_params["node_id"]), "node ID")
+        name = _tailnet_param(request)
+        out = await run_in_threadpool(service.remint_node_token, name, node_id)
+        ctx.tailnet, ctx.node_id = name, node_id
+        return _json(out)
+
+    async def admin_tokens(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        if request.method == "GET":
+            return _json({"Tokens": await run_in_threadpool(service.admin_tokens)})
+        obj = wire.parse_body(await _body_of(request, SMALL_BODY))
+        label = obj.get("Label", "")
+        if not isinstance(label, str) or len(label) > 200 or not label.isprintable():
+            raise BadRequest("Label: at most 200 printable characters")
+        token = await run_in_threadpool(service.mint_admin_token, label)
+        return _json({"Token": token, "Label": label}, 201)
+
+    async def admin_token(request: Request, ctx: RequestContext) -> Response:
+        await admin(request)
+        token_id = parse_uint(str(request.path_params["token_id"]), "token ID")
+        await run_in_threadpool(service.revoke_admin_token, token_id)
         return _json({})
 
     async def admin_locked_out(request: Request, ctx: RequestContext) -> Response:
@@ -222,10 +336,8 @@ def create_app(
 
     async def admin_log(request: Request, ctx: RequestContext) -> Response:
         await admin(request)
-        text = request.query_params.get("limit", "50")
-        if not text.isdigit() or len(text) > 9:
-            raise BadRequest("limit: expected a positive whole number")
-        out = await run_in_threadpool(service.lock_log, _tailnet_param(request), int(text))
+        limit = parse_uint(request.query_params.get("limit", "50"), "limit", 999_999_999)
+        out = await run_in_threadpool(service.lock_log, _tailnet_param(request), limit)
         return Response(out, media_type="application/json")
 
     async def admin_affected(request: Request, ctx: RequestContext) -> Response:
@@ -253,7 +365,18 @@ def create_app(
         Route("/admin/tailnets", _wrap(admin_tailnets), methods=["GET", "POST"]),
         Route("/admin/tailnets/{name}", _wrap(admin_tailnet), methods=["GET"]),
         Route("/admin/tailnets/{name}/nodes", _wrap(admin_nodes), methods=["GET", "POST"]),
-        Route("/admin/tailnets/{name}/nodes/{node_id}", _wrap(admin_node), methods=["DELETE"]),
+        Route(
+            "/admin/tailnets/{name}/nodes/{node_id}",
+            _wrap(admin_node),
+            methods=["DELETE", "PATCH"],
+        ),
+        Route(
+            "/admin/tailnets/{name}/nodes/{node_id}/token",
+            _wrap(admin_node_token),
+            methods=["POST"],
+        ),
+        Route("/admin/tokens", _wrap(admin_tokens), methods=["GET", "POST"]),
+        Route("/admin/tokens/{token_id}", _wrap(admin_token), methods=["DELETE"]),
         Route("/admin/tailnets/{name}/locked-out", _wrap(admin_locked_out), methods=["GET"]),
         Route("/admin/tailnets/{name}/log", _wrap(admin_log), methods=["GET"]),
         Route("/admin/tailnets/{name}/affected-sigs", _wrap(admin_affected), methods=["GET"]),

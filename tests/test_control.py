@@ -1,7 +1,7 @@
 """tka.control as a library: admission decisions, re-evaluation, the cache, and the RPC handlers.
 
 The handlers run in-process over both stores (SQLite always; PostgreSQL when
-one is available, see tka_server.testing.PostgresProvider).
+one is available, see tests/_server_harness.PostgresProvider).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tka_server.testing import PostgresProvider
+from _server_harness import PostgresProvider
 
 from tka import disablement, ed25519
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -238,10 +238,12 @@ class Net:
     members: dict[str, Member] = field(default_factory=dict)
     genesis: AUM | None = None
 
-    def register(self, name: str, rotation: bytes = b"", nl_key: bytes = b"") -> Member:
+    def register(
+        self, name: str, rotation: bytes = b"", nl_key: bytes = b"", may_init: bool = True
+    ) -> Member:
         key = NodePublic(nk())
         out = self.svc.register_node(
-            self.name, wire.AdminRegisterRequest(key, rotation, nl_key, name)
+            self.name, wire.AdminRegisterRequest(key, rotation, nl_key, name, may_init)
         )
         m = Member(out["NodeID"], out["Token"], key)
         self.members[name] = m

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tka_server.testing import PostgresProvider, ServerProcess, tka_command
+from _server_harness import PostgresProvider, ServerProcess, tka_command
 
 from tka.aum import hash_from_text
 from tka.chain import compute_state_at, pick_next_aum
@@ -111,6 +111,8 @@ def _lifecycle(cli: CLI, server: ServerProcess, tmp: Path, admin_token: str) -> 
     cli.run("control", "create-tailnet", "t1")
     for n in (a, b, c):
         extra = ["--rotation-key", c_rot_pub] if n is c else ["--nl-key", tl[n.name]]
+        if n is a:
+            extra.append("--may-init")  # only a may initialize lock
         cred = tmp / f"{n.name}.cred"
         cli.run("control", "register", "t1", nk[n.name], *extra, "--out", str(cred))
         assert "Token" in json.loads(cred.read_text())
@@ -219,3 +221,72 @@ def _lifecycle(cli: CLI, server: ServerProcess, tmp: Path, admin_token: str) -> 
         token = json.loads((tmp / f"{n.name}.cred").read_text())["Token"]
         assert token not in text and token.split("_")[-1] not in text
     assert all(r.get("status", 200) < 500 for r in server.log_records())
+
+
+def test_new_user_may_init_admin_tokens_and_token_remint(tmp_path: Path) -> None:
+    """As a new user would: who may initialize, admin tokens, a node's new token."""
+    store_url = f"sqlite:///{tmp_path}/control.db"
+    admin_token = tmp_path / "admin.token"
+    env = {**os.environ, "TKA_ADMIN_TOKEN_FILE": str(admin_token)}
+    cli = CLI(env)
+    cli.run(
+        "control", "admin-token", "--store", store_url, "--label", "ops", "--out", str(admin_token)
+    )
+    spare = cli.run("control", "admin-token", "--store", store_url, "--label", "ci").stdout.strip()
+    with ServerProcess(store_url, str(tmp_path)) as server:
+        env["TKA_CONTROL_URL"] = server.url
+        a, b = Node(cli, tmp_path, "a"), Node(cli, tmp_path, "b")
+        tl = {n.name: n.lock("key").stdout.strip() for n in (a, b)}
+        nk = {n.name: n.lock("node-key").stdout.strip() for n in (a, b)}
+        cli.run("control", "create-tailnet", "example")
+        # a is registered without --may-init, b with it.
+        out = cli.run("control", "register", "example", nk["a"], "--out", str(tmp_path / "a.json"))
+        assert "Registered node" in out.stdout
+        a_cred = json.loads((tmp_path / "a.json").read_text())
+        assert a_cred["MayInit"] is False
+        b_out = str(tmp_path / "b.json")
+        cli.run("control", "register", "example", nk["b"], "--may-init", "--out", b_out)
+        assert json.loads((tmp_path / "b.json").read_text())["MayInit"] is True
+        for n in (a, b):
+            n.lock("--control", server.url, "login", str(tmp_path / f"{n.name}.json"))
+
+        # a may not initialize: refused with 403, and nothing changed.
+        refused = a.lock("init", "--gen-disablements", "1", "--confirm", tl["a"], ok=False)
+        assert refused.returncode != 0
+        assert "may not initialize" in refused.stderr and "403" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert cli.admin("status", "example")["Status"] == "off"
+        # The admin grants it; now a's init goes through.
+        out = cli.run("control", "allow-init", "example", str(a_cred["NodeID"]))
+        assert "may initialize" in out.stdout
+        a.lock("init", "--gen-disablements", "1", "--confirm", tl["a"], tl["b"])
+        assert cli.admin("status", "example")["Status"] == "enabled"
+
+        # Admin tokens: listed with label and creation time, never the secret.
+        listing = cli.run("control", "admin-tokens").stdout
+        assert "ops" in listing and "ci" in listing
+        tokens = cli.admin("admin-tokens")
+        assert [t["Label"] for t in tokens] == ["ops", "ci"]
+        assert all(set(t) == {"ID", "Label", "Created"} for t in tokens)
+        for secret in (admin_token.read_text().strip(), spare):
+            assert secret.split("_")[-1] not in listing + json.dumps(tokens)
+        # Revoke the spare one: it stops working at once.
+        spare_env = {**env, "TKA_ADMIN_TOKEN": spare}
+        spare_env.pop("TKA_ADMIN_TOKEN_FILE")
+        assert CLI(spare_env).run("control", "tailnets").returncode == 0
+        spare_id = next(t["ID"] for t in tokens if t["Label"] == "ci")
+        assert "Revoked" in cli.run("control", "revoke-admin-token", str(spare_id)).stdout
+        denied = CLI(spare_env).run("control", "tailnets", ok=False)
+        assert denied.returncode != 0 and "401" in denied.stderr, denied.stderr
+        assert [t["Label"] for t in cli.admin("admin-tokens")] == ["ops"]
+
+        # Re-mint b's token: the old one stops working at once, the new one works.
+        b_id = str(json.loads((tmp_path / "b.json").read_text())["NodeID"])
+        old = json.loads((tmp_path / "b.json").read_text())["Token"]
+        cli.run("control", "remint-token", "example", b_id, "--out", str(tmp_path / "b2.json"))
+        new = json.loads((tmp_path / "b2.json").read_text())["Token"]
+        assert new != old
+        stale = b.lock("status", ok=False)  # syncs with the old token
+        assert "401" in stale.stderr or "invalid token" in stale.stderr, stale.stdout + stale.stderr
+        b.lock("login", str(tmp_path / "b2.json"))
+        assert b.enabled()

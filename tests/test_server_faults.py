@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _server_harness import PostgresProvider, ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tka_server.testing import PostgresProvider, ServerProcess
 
 from tka import ed25519
 from tka.aum import AUM
@@ -106,7 +106,7 @@ def make_world(server: ServerProcess, admin_token: str, members: int, devices: i
     regs = []
     for _ in range(members):
         key = NodePublic(os.urandom(32))
-        out = admin.register_node("t1", key)
+        out = admin.register_node("t1", key, may_init=True)
         regs.append((int(out["NodeID"]), str(out["Token"]), key))
     ids = os.urandom(16)
     state = State(

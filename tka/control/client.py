@@ -250,9 +250,13 @@ class AdminClient:
         rotation_pubkey: bytes = b"",
         nl_key: bytes = b"",
         name: str = "",
+        *,
+        may_init: bool = False,
     ) -> dict[str, Any]:
         """Register a node; its credentials (with the token, shown once)."""
-        body = wire.encode(wire.AdminRegisterRequest(node_key, rotation_pubkey, nl_key, name))
+        body = wire.encode(
+            wire.AdminRegisterRequest(node_key, rotation_pubkey, nl_key, name, may_init)
+        )
         out: dict[str, Any] = self._http.json("POST", self._path(tailnet, "/nodes"), body)
         return out
 
@@ -283,6 +287,29 @@ class AdminClient:
     def delete_node(self, tailnet: str, node_id: int) -> None:
         """Forget a node."""
         self._http.json("DELETE", self._path(tailnet, f"/nodes/{node_id}"))
+
+    def set_may_init(self, tailnet: str, node_id: int, may_init: bool) -> None:
+        """Allow (or forbid) a node to initialize tailnet lock."""
+        self._http.json("PATCH", self._path(tailnet, f"/nodes/{node_id}"), {"MayInit": may_init})
+
+    def remint_node_token(self, tailnet: str, node_id: int) -> dict[str, Any]:
+        """A new token for a node (the old one stops working); its credentials."""
+        path = self._path(tailnet, f"/nodes/{node_id}/token")
+        out: dict[str, Any] = self._http.json("POST", path)
+        return out
+
+    def admin_tokens(self) -> list[dict[str, Any]]:
+        """The admin tokens: ``ID``, ``Label``, ``Created`` (never a secret)."""
+        out: list[dict[str, Any]] = self._http.json("GET", "/admin/tokens")["Tokens"]
+        return out
+
+    def mint_admin_token(self, label: str = "") -> str:
+        """A new admin token (shown once)."""
+        return str(self._http.json("POST", "/admin/tokens", {"Label": label})["Token"])
+
+    def revoke_admin_token(self, token_id: int) -> None:
+        """Revoke an admin token."""
+        self._http.json("DELETE", f"/admin/tokens/{token_id}")
 
 
 # -- what a node keeps ------------------------------------------------------------------

@@ -17,7 +17,9 @@ exception                   status  meaning
 ``NotFound``                404     unknown tailnet, node or path
 ``Conflict``, ``StateError``409     does not apply to the current state
                                     (not enabled, fork loses, replay, ...)
+``RequestTimeout``          408     the body came too slowly
 ``PayloadTooLarge``         413     body over the size limit
+``TooManyRequests``         429     too many attempts (e.g. ``disable``)
 ``VerificationError``,      422     a signature or chain that does not
 ``NotAuthorized``                   verify
 ``StoreUnavailable``        503     the database failed
@@ -48,7 +50,9 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "StoreUnavailable",
+    "TooManyRequests",
     "Unauthenticated",
     "http_status",
 ]
@@ -78,6 +82,14 @@ class PayloadTooLarge(LimitExceeded):
     """A request body over the path's size limit (413)."""
 
 
+class RequestTimeout(LimitExceeded):
+    """A request body that did not arrive at the minimum rate (408)."""
+
+
+class TooManyRequests(LimitExceeded):
+    """A caller over a rate limit, or the service too busy for costly work (429)."""
+
+
 class StoreUnavailable(StorageError):
     """The database failed or is unreachable (503): the request may be retried."""
 
@@ -101,6 +113,8 @@ _TABLE: Final[tuple[tuple[type[TKAError], int, str], ...]] = (
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),
     (PayloadTooLarge, 413, "payload_too_large"),
+    (RequestTimeout, 408, "request_timeout"),
+    (TooManyRequests, 429, "too_many_requests"),
     (StoreUnavailable, 503, "unavailable"),
     (BadRequest, 400, "bad_request"),
     (DecodeError, 400, "bad_request"),

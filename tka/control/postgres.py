@@ -67,6 +67,7 @@ _SCHEMA: Final = (
         reported_head   BYTEA,
         created         DOUBLE PRECISION NOT NULL,
         updated         DOUBLE PRECISION NOT NULL,
+        may_init        BOOLEAN NOT NULL DEFAULT FALSE,
         UNIQUE (tailnet, node_key)
     )
     """,
@@ -143,11 +144,15 @@ class PostgresControlStore:
                 txn.execute(stmt)
             rows = txn.execute("SELECT value FROM tka_control_meta WHERE name = 'schema_version'")
             check_schema_version(int(rows[0][0]) if rows else None, self._where)
-            if not rows:
-                txn.execute(
-                    "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            # Version 1 had no may_init: no node may init until an admin grants it.
+            txn.execute(
+                "ALTER TABLE nodes ADD COLUMN IF NOT EXISTS may_init BOOLEAN NOT NULL DEFAULT FALSE"
+            )
+            txn.execute(
+                "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     def __repr__(self) -> str:
         return f"PostgresControlStore({self._where!r})"

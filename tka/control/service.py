@@ -9,10 +9,13 @@ call it directly. It never holds a private signing key: it only verifies.
 What it verifies, RPC by RPC (``tailcfg/tka.go`` names):
 
 ``init/begin``
-    The genesis decodes, is a parentless checkpoint, is well formed and is
-    signed by keys its own state trusts (and by the caller's registered
-    tailnet-lock key, when one is registered); it is not a replay of an
-    authority disabled before. Kept as pending; the answer lists every node.
+    Only a node registered with ``may_init``. The genesis decodes, is a
+    parentless checkpoint, repeats no key ID and carries no more signatures
+    than its state has keys (refused before any signature is checked), is
+    well formed and is signed by keys its own state trusts (and by the
+    caller's registered tailnet-lock key, when one is registered); it is not
+    a replay of an authority disabled before. Kept as pending; the answer
+    lists every node.
 ``init/finish``
     Only the node that began may finish; every registered node needs a
     signature that admits it under the genesis; a support disablement secret
@@ -27,10 +30,22 @@ What it verifies, RPC by RPC (``tailcfg/tka.go`` names):
     interactive send whose AUMs lose a fork is refused and nothing is kept.
 ``disable``
     The secret must derive to a disablement value (Argon2, constant-time).
+    Argon2 runs only for an authenticated node, a few attempts a minute per
+    node and at most :data:`ARGON2_CONCURRENCY` at a time per process.
 ``sign``
     The signature must admit a registered node's key under the current head.
 ``affected-sigs``
     The valid signatures rooted in a key.
+
+The cost of a request is bounded before any work that an attacker could
+make expensive: the caller is authenticated first (one indexed read), then
+signatures are counted (no AUM may repeat a key ID or carry more signatures
+than there are keys that could sign it), then verified. Verification never
+runs inside a write transaction: each write reads and verifies in a read
+transaction (or none), then takes the tailnet's write lock, checks that the
+tailnet's row (head, status, pending genesis: its ``version``) is still what
+was verified against, and writes; if it moved, the request is redone (a few
+times, then 409).
 
 Errors are :mod:`tka.control.errors` classes (see there for the statuses).
 """
@@ -44,8 +59,8 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -61,12 +76,14 @@ from tka.control.errors import (
     Forbidden,
     NotFound,
     StoreUnavailable,
+    TooManyRequests,
     Unauthenticated,
 )
 from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     STATUS_PENDING,
+    AdminTokenRow,
     AUMStorage,
     ControlStore,
     NodeRow,
@@ -75,13 +92,16 @@ from tka.control.store import (
 )
 from tka.disablement import disablement_kdf
 from tka.errors import DecodeError, TKAError, ValidationError, VerificationError
-from tka.limits import MAX_SCAN_ITERATIONS
+from tka.limits import MAX_KEYS, MAX_SCAN_ITERATIONS
 from tka.nlkeys import NodePublic
 from tka.sig import NodeKeySignature, SigKind
 from tka.storage.memory import MemoryStore
 from tka.sync import NoIntersection, SyncOffer, missing_aums, sync_offer
 
 __all__ = [
+    "ARGON2_CONCURRENCY",
+    "DISABLE_ATTEMPTS",
+    "DISABLE_WINDOW",
     "RPCS",
     "ControlService",
     "RPCSpec",
@@ -98,6 +118,16 @@ SMALL_BODY: Final = 1024 * 1024
 MAX_SECRET_BYTES: Final = 1024
 MAX_LOG_LIMIT: Final = 10_000
 _INT64_MAX: Final = 2**63 - 1
+#: Argon2 (16 MiB, ~80 ms) runs at most this many at a time per process, so
+#: its memory stays bounded whatever the number of requests.
+ARGON2_CONCURRENCY: Final = 2
+#: A node may try ``disable`` (or ``init/finish`` with a support
+#: disablement secret) this many times per :data:`DISABLE_WINDOW` seconds.
+DISABLE_ATTEMPTS: Final = 5
+DISABLE_WINDOW: Final = 60.0
+#: How many times a write is redone when the tailnet moved while it was
+#: being verified, before answering 409.
+_WRITE_ATTEMPTS: Final = 5
 
 _NODE_TOKEN_PREFIX: Final = "tkanode"
 _ADMIN_TOKEN_PREFIX: Final = "tkaadmin"
@@ -182,6 +212,107 @@ def _tlpub(key_id: bytes) -> str:
     return f"tlpub:{key_id.hex()}"
 
 
+def _check_signature_count(aum: AUM, where: str, signable_keys: int = MAX_KEYS) -> None:
+    """Refuse an AUM whose signatures repeat a key ID or outnumber the keys.
+
+    Run before any signature is verified, so the work an AUM can cause is
+    bounded by the keys that could sign it, not by its size. Tailscale's
+    verification accepts such AUMs (each signature is checked, duplicates
+    count once); the service simply refuses to *accept* them from a node,
+    which no honest client sends (Tailscale's signs once per key).
+    """
+    sigs = aum.signatures or ()
+    if len(sigs) > signable_keys:
+        raise BadRequest(
+            f"{where}: {len(sigs)} signatures but only {signable_keys} keys could sign it"
+        )
+    seen: set[bytes] = set()
+    for sig in sigs:
+        kid = bytes(sig.key_id or b"")
+        if kid in seen:
+            raise BadRequest(f"{where}: signatures repeat key ID {kid.hex()[:16]}...")
+        seen.add(kid)
+
+
+class _Retry(Exception):
+    """The tailnet moved between verification and the write: redo the request."""
+
+
+class _Recorder:
+    """A tailnet's AUM storage read through, with writes kept aside.
+
+    :meth:`Authority.inform` verifies and then commits: run on this, it
+    verifies against the stored chain (in a read transaction) and the
+    commit only lands here, to be written later in the write transaction.
+    """
+
+    def __init__(self, base: AUMStorage) -> None:
+        self._base = base
+        self.pending: list[AUM] = []
+        self._by_hash: dict[bytes, AUM] = {}
+
+    def get(self, aum_hash: bytes) -> AUM | None:
+        """The AUM, kept aside or stored."""
+        return self._by_hash.get(bytes(aum_hash)) or self._base.get(aum_hash)
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        """Children stored or kept aside."""
+        h = bytes(aum_hash)
+        return self._base.children(h) + [a for a in self.pending if a.parent == h]
+
+    def heads(self) -> list[AUM]:
+        """Heads of stored and kept-aside AUMs together."""
+        parents = {a.parent for a in self.pending}
+        out = [a for a in self._base.heads() if a.hash not in parents]
+        return out + [a for a in self.pending if a.hash not in parents]
+
+    def commit_verified(self, aums: Sequence[AUM]) -> None:
+        """Keep verified AUMs aside (written later, under the tailnet's lock)."""
+        for a in aums:
+            if a.hash not in self._by_hash:
+                self._by_hash[a.hash] = a
+                self.pending.append(a)
+
+    def last_active_ancestor(self) -> bytes | None:
+        """The stored hint."""
+        return self._base.last_active_ancestor()
+
+    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
+        """Not used by ``inform``; refused so a misuse cannot go unnoticed."""
+        raise StoreUnavailable("internal: last-active-ancestor set during verification")
+
+    def all_aums(self) -> list[AUM]:
+        """Stored and kept-aside AUMs."""
+        return self._base.all_aums() + list(self.pending)
+
+
+class _AttemptLimiter:
+    """At most *limit* attempts per key in any *window* seconds (in memory, per process)."""
+
+    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
+        self._limit = limit
+        self._window = window
+        self._max_keys = max_keys
+        self._seen: OrderedDict[Any, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, key: Any, now: float) -> bool:
+        """Record an attempt; whether it is within the limit."""
+        with self._lock:
+            times = self._seen.get(key)
+            if times is None:
+                times = self._seen[key] = deque()
+                while len(self._seen) > self._max_keys:
+                    self._seen.popitem(last=False)
+            self._seen.move_to_end(key)
+            while times and times[0] <= now - self._window:
+                times.popleft()
+            if len(times) >= self._limit:
+                return False
+            times.append(now)
+            return True
+
+
 class ControlService:
     """Tailnet lock for many tailnets over one :class:`~tka.control.store.ControlStore`.
 
@@ -203,6 +334,10 @@ class ControlService:
         self._authorities: OrderedDict[tuple[str, bytes], Authority] = OrderedDict()
         self._authority_cache_size = authority_cache_size
         self._lock = threading.Lock()
+        self._argon2 = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
+        # Tokens found valid lately: sha256(token) -> (tailnet, node ID, expiry).
+        self._valid_tokens: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
+        self._disable_attempts = _AttemptLimiter(DISABLE_ATTEMPTS, DISABLE_WINDOW)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -256,6 +391,60 @@ class ControlService:
             raise NotFound("the node's tailnet does not exist")
         return node, t
 
+    def token_recently_valid(self, token: str | None) -> tuple[str, int] | None:
+        """(tailnet, node ID) if *token* was found valid in the last minute, else ``None``.
+
+        A pre-check only, with no database access, for the HTTP layer to
+        read a body without a round trip: every RPC authenticates again
+        inside its own transaction, so a token revoked or re-minted within
+        the minute is still refused (its body is merely read first).
+        """
+        if not token:
+            return None
+        key = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        with self._lock:
+            found = self._valid_tokens.get(key)
+        if found is None or found[2] < time.monotonic():
+            return None
+        return found[0], found[1]
+
+    def authenticate_node(self, token: str | None) -> NodeRow:
+        """The node *token* belongs to, or :class:`Unauthenticated`.
+
+        Looks at nothing but the token (one indexed read, one hash): the
+        HTTP layer calls it before reading a request's body, so a request
+        without a valid token costs next to nothing whatever it carries.
+        """
+        node_id, secret_part = _parse_token(token, _NODE_TOKEN_PREFIX)
+        with self.store.read() as txn:
+            node = txn.node(node_id)
+        stored = node.token_hash if node is not None else bytes(32)
+        ok = hmac.compare_digest(hash_token(secret_part), stored)
+        if node is None or not ok:
+            raise Unauthenticated("invalid token")
+        assert token is not None
+        key = hashlib.sha256(token.encode("ascii")).digest()
+        with self._lock:
+            self._valid_tokens[key] = (node.tailnet, node.node_id, time.monotonic() + 60.0)
+            self._valid_tokens.move_to_end(key)
+            while len(self._valid_tokens) > 100_000:
+                self._valid_tokens.popitem(last=False)
+        return node
+
+    def _disablement_kdf(self, node: NodeRow, secret: bytes) -> bytes:
+        """Argon2 for an authenticated node: rate-limited per node, bounded per process."""
+        if not self._disable_attempts.allow(node.node_id, time.monotonic()):
+            raise TooManyRequests(
+                f"too many disablement attempts: at most {DISABLE_ATTEMPTS} per "
+                f"{int(DISABLE_WINDOW)} s per node"
+            )
+        if not self._argon2.acquire(timeout=30):
+            raise TooManyRequests("the service is busy checking disablement secrets: retry")
+        try:
+            return disablement_kdf(secret)
+        finally:
+            self._argon2.release()
+
     @contextmanager
     def _node_write(
         self,
@@ -263,14 +452,20 @@ class ControlService:
         node_key: NodePublic | None,
         ctx: RequestContext,
         key_field: str = "NodeKey",
+        tailnet: str | None = None,
     ) -> Iterator[tuple[Transaction, NodeRow, TailnetRow]]:
-        # Authenticate first (which names the tailnet), then take the
-        # tailnet's write lock and authenticate again inside it, so the
-        # node is checked against what the transaction sees.
-        with self.store.read() as txn:
-            node, _ = self._auth_node(txn, token, node_key, ctx, key_field)
-        with self.store.write(node.tailnet) as txn:
+        # Authenticate first (which names the tailnet; callers that just
+        # did pass it), then take the tailnet's write lock and authenticate
+        # again inside it, so the node is checked against what the
+        # transaction sees.
+        if tailnet is None:
+            with self.store.read() as txn:
+                node, _ = self._auth_node(txn, token, node_key, ctx, key_field)
+            tailnet = node.tailnet
+        with self.store.write(tailnet) as txn:
             node, t = self._auth_node(txn, token, node_key, ctx, key_field)
+            if node.tailnet != tailnet:  # node IDs are never reused: cannot happen
+                raise Unauthenticated("invalid token")
             yield txn, node, t
 
     @staticmethod
@@ -323,11 +518,19 @@ class ControlService:
         self, token: str | None, req: wire.InitBeginRequest, ctx: RequestContext
     ) -> wire.InitBeginResponse:
         """``/machine/tka/init/begin``: check and keep a genesis; list nodes to sign."""
+        with self.store.read() as txn:
+            node, _ = self._auth_node(txn, token, req.node_key, ctx)
+        if not node.may_init:
+            raise Forbidden(
+                "this node may not initialize tailnet lock: an admin registers it with "
+                "--may-init, or grants it with 'tka control allow-init'"
+            )
         genesis = _decode_aum(req.genesis_aum, "GenesisAUM")
         if genesis.message_kind != AUMKind.CHECKPOINT or genesis.state is None:
             raise BadRequest("GenesisAUM: must be a checkpoint AUM holding a state")
         if genesis.prev_aum_hash is not None:
             raise BadRequest("GenesisAUM: a genesis AUM has no parent")
+        _check_signature_count(genesis, "GenesisAUM", len(genesis.state.keys or ()))
         try:
             # A dry run on throw-away storage: every static and signature check.
             Authority.bootstrap(MemoryStore(), genesis)
@@ -337,7 +540,9 @@ class ControlService:
             raise ValidationError(f"GenesisAUM: {exc}") from None
         signers = {s.key_id for s in genesis.signatures or ()}
         state = genesis.state
-        with self._node_write(token, req.node_key, ctx) as (txn, node, t):
+        with self._node_write(token, req.node_key, ctx, tailnet=node.tailnet) as (txn, node, t):
+            if not node.may_init:
+                raise Forbidden("this node may not initialize tailnet lock")
             if node.nl_key and node.nl_key not in signers:
                 raise Forbidden("GenesisAUM: not signed by this node's tailnet-lock key")
             if t.status == STATUS_ENABLED:
@@ -371,19 +576,20 @@ class ControlService:
         """``/machine/tka/init/finish``: check every node's signature, then enforce."""
         if len(req.support_disablement) > MAX_SECRET_BYTES:
             raise BadRequest(f"SupportDisablement: longer than {MAX_SECRET_BYTES} bytes")
-        support_value = (
-            disablement_kdf(req.support_disablement) if req.support_disablement else None
-        )
-        with self._node_write(token, req.node_key, ctx) as (txn, node, t):
-            if t.status == STATUS_ENABLED:
-                raise Conflict("tailnet lock is already enabled in this tailnet")
-            if t.status != STATUS_PENDING or t.pending_genesis is None:
-                raise Conflict("no initialization is in progress: call init/begin first")
-            if t.pending_node != node.node_id:
-                raise Forbidden("another node began this initialization")
+        support_value: bytes | None = None
+        for _ in range(_WRITE_ATTEMPTS):
+            # Read and verify without the tailnet's write lock ...
+            with self.store.read() as txn:
+                node, t = self._auth_node(txn, token, req.node_key, ctx)
+                if t.status == STATUS_ENABLED:
+                    raise Conflict("tailnet lock is already enabled in this tailnet")
+                if t.status != STATUS_PENDING or t.pending_genesis is None:
+                    raise Conflict("no initialization is in progress: call init/begin first")
+                if t.pending_node != node.node_id:
+                    raise Forbidden("another node began this initialization")
+                nodes = {n.node_id: n for n in txn.nodes(t.name)}
             genesis = AUM.from_bytes(t.pending_genesis)
             authority = Authority.bootstrap(MemoryStore(), genesis)
-            nodes = {n.node_id: n for n in txn.nodes(t.name)}
             unknown = sorted(set(req.signatures) - set(nodes))
             if unknown:
                 raise Conflict(f"Signatures: no such nodes in this tailnet: {unknown[:10]}")
@@ -397,6 +603,8 @@ class ControlService:
                     f"no signature for nodes {missing[:10]}: they registered after init/begin; "
                     "call init/begin again"
                 )
+            if req.support_disablement and support_value is None:
+                support_value = self._disablement_kdf(node, req.support_disablement)
             if support_value is not None and not any(
                 hmac.compare_digest(support_value, v)
                 for v in authority.state.disablement_values or ()
@@ -404,25 +612,45 @@ class ControlService:
                 raise VerificationError(
                     "SupportDisablement: does not match any disablement value of the genesis"
                 )
-            now = self.clock()
-            txn.delete_aums(t.name)  # a previous, disabled authority's chain
-            storage = txn.aum_storage(t.name)
-            storage.commit_verified([genesis])
-            for node_id, sig in req.signatures.items():
-                txn.save_node(replace(nodes[node_id], signature=sig, updated=now))
-            txn.save_tailnet(
-                replace(
-                    t,
-                    status=STATUS_ENABLED,
-                    head=genesis.hash,
-                    last_active_ancestor=genesis.hash,
-                    pending_genesis=None,
-                    pending_node=None,
-                    disablement_secret=None,
-                    support_disablement=req.support_disablement or None,
-                ),
-                now,
-            )
+            # ... then write, if nothing moved meanwhile.
+            try:
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (
+                    txn,
+                    node,
+                    t2,
+                ):
+                    now_nodes = {n.node_id: n for n in txn.nodes(t.name)}
+                    if (
+                        t2.version != t.version
+                        or t2.pending_node != node.node_id
+                        or {i: n.node_key for i, n in now_nodes.items()}
+                        != {i: n.node_key for i, n in nodes.items()}
+                    ):
+                        raise _Retry
+                    now = self.clock()
+                    txn.delete_aums(t.name)  # a previous, disabled authority's chain
+                    storage = txn.aum_storage(t.name)
+                    storage.commit_verified([genesis])
+                    for node_id, sig in req.signatures.items():
+                        txn.save_node(replace(now_nodes[node_id], signature=sig, updated=now))
+                    txn.save_tailnet(
+                        replace(
+                            t2,
+                            status=STATUS_ENABLED,
+                            head=genesis.hash,
+                            last_active_ancestor=genesis.hash,
+                            pending_genesis=None,
+                            pending_node=None,
+                            disablement_secret=None,
+                            support_disablement=req.support_disablement or None,
+                        ),
+                        now,
+                    )
+            except _Retry:
+                continue
+            break
+        else:
+            raise Conflict("the tailnet changed while this request was checked: try again")
         self._remember(t.name, authority)
         ctx.events.append(
             {"event": "lock_enabled", "head": genesis.hash_text, "nodes_signed": len(nodes)}
@@ -469,27 +697,49 @@ class ControlService:
     ) -> wire.SyncSendResponse:
         """``/machine/tka/sync/send``: verify and apply the AUMs the service lacks."""
         aums = [_decode_aum(b, f"MissingAUMs[{i}]") for i, b in enumerate(req.missing_aums)]
+        for i, a in enumerate(aums):
+            _check_signature_count(a, f"MissingAUMs[{i}]")
         ordered = parents_first(aums)
-        with self._node_write(token, req.node_key, ctx) as (txn, node, t):
-            self._require_enabled(t)
-            before = self._cached_authority(txn, t)
-            storage = txn.aum_storage(t.name)
-            authority = self._apply(storage, before, ordered)
-            if req.interactive and aums:
-                self._require_on_chain(storage, authority, aums)
-            if req.head != node.reported_head:
-                txn.save_node(replace(node, reported_head=req.head, updated=self.clock()))
-            nodes: list[NodeRow] = []
-            if authority.head_hash != before.head_hash:
-                txn.save_tailnet(replace(t, head=authority.head_hash), self.clock())
-                nodes = txn.nodes(t.name)
+        for _ in range(_WRITE_ATTEMPTS):
+            # Verify in a read transaction: the tailnet's write lock is not held.
+            with self.store.read() as txn:
+                node, t = self._auth_node(txn, token, req.node_key, ctx)
+                self._require_enabled(t)
+                before = self._cached_authority(txn, t)
+                recorder = _Recorder(txn.aum_storage(t.name))
+                authority = self._apply(recorder, before, ordered)
+                if req.interactive and aums:
+                    self._require_on_chain(recorder, authority, aums)
+            try:
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (
+                    txn,
+                    node,
+                    t2,
+                ):
+                    if t2.version != t.version:
+                        raise _Retry
+                    if recorder.pending:
+                        txn.aum_storage(t.name).commit_verified(recorder.pending)
+                        # Saved even when the head stays (a losing branch was
+                        # kept): the version tells later writers the AUMs moved.
+                        txn.save_tailnet(replace(t2, head=authority.head_hash), self.clock())
+                    if req.head != node.reported_head:
+                        txn.save_node(replace(node, reported_head=req.head, updated=self.clock()))
+                    nodes: list[NodeRow] = []
+                    if authority.head_hash != before.head_hash:
+                        nodes = txn.nodes(t.name)
+            except _Retry:
+                continue
+            break
+        else:
+            raise Conflict("the tailnet's chain moved while this request was checked: try again")
         if authority.head_hash != before.head_hash:
             self._remember(t.name, authority)
             self._head_changed(ctx, nodes, before, authority)
         return wire.SyncSendResponse(authority.head_hash)
 
     @staticmethod
-    def _apply(storage: AUMStorage, before: Authority, ordered: list[AUM]) -> Authority:
+    def _apply(storage: _Recorder, before: Authority, ordered: list[AUM]) -> Authority:
         """Verify and store AUMs not yet held, parents first; the resulting authority."""
         new = [a for a in ordered if storage.get(a.hash) is None]
         if not new:
@@ -511,7 +761,7 @@ class ControlService:
         return authority
 
     @staticmethod
-    def _require_on_chain(storage: AUMStorage, authority: Authority, aums: list[AUM]) -> None:
+    def _require_on_chain(storage: _Recorder, authority: Authority, aums: list[AUM]) -> None:
         """Refuse (and so roll back) an interactive change that lost a fork."""
         chain: set[bytes] = set()
         cursor: AUM | None = authority.head
@@ -536,9 +786,12 @@ class ControlService:
         """``/machine/tka/disable``: turn lock off with a disablement secret."""
         if len(req.disablement_secret) > MAX_SECRET_BYTES:
             raise BadRequest(f"DisablementSecret: longer than {MAX_SECRET_BYTES} bytes")
-        # Argon2 is slow on purpose: derive before taking the tailnet's lock.
-        derived = disablement_kdf(req.disablement_secret)
-        with self._node_write(token, req.node_key, ctx) as (txn, _, t):
+        with self.store.read() as txn:
+            node, _ = self._auth_node(txn, token, req.node_key, ctx)
+        # Argon2 is slow on purpose: only for an authenticated node, rate
+        # limited, and before taking the tailnet's lock.
+        derived = self._disablement_kdf(node, req.disablement_secret)
+        with self._node_write(token, req.node_key, ctx, tailnet=node.tailnet) as (txn, _, t):
             if t.status == STATUS_DISABLED:
                 raise Conflict("tailnet lock is already disabled in this tailnet")
             self._require_enabled(t)
@@ -573,17 +826,38 @@ class ControlService:
             target_key = NodePublic.from_binary(sig.pubkey or b"")
         except DecodeError:
             raise BadRequest("Signature: names no node key") from None
-        with self._node_write(token, req.node_key, ctx) as (txn, _, t):
-            self._require_enabled(t)
-            target = txn.node_by_key(t.name, target_key.raw)
-            if target is None:
-                raise NotFound(f"no node with {target_key.text()} is registered in this tailnet")
-            authority = self._cached_authority(txn, t)
+        for _ in range(_WRITE_ATTEMPTS):
+            with self.store.read() as txn:
+                _, t = self._auth_node(txn, token, req.node_key, ctx)
+                self._require_enabled(t)
+                target = txn.node_by_key(t.name, target_key.raw)
+                if target is None:
+                    raise NotFound(
+                        f"no node with {target_key.text()} is registered in this tailnet"
+                    )
+                authority = self._cached_authority(txn, t)
+            # Verified outside the write lock, against the head just read.
             d = self.admission.decide(authority, target.node_key, req.signature)
             if not d.admitted:
                 raise VerificationError(f"Signature: {d.reason}")
-            if target.signature != req.signature:
-                txn.save_node(replace(target, signature=req.signature, updated=self.clock()))
+            try:
+                with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (txn, _, t2):
+                    if t2.version != t.version:
+                        raise _Retry  # the head moved: decide again
+                    now_target = txn.node_by_key(t.name, target_key.raw)
+                    if now_target is None:
+                        raise NotFound(
+                            f"no node with {target_key.text()} is registered in this tailnet"
+                        )
+                    if now_target.signature != req.signature:
+                        txn.save_node(
+                            replace(now_target, signature=req.signature, updated=self.clock())
+                        )
+            except _Retry:
+                continue
+            break
+        else:
+            raise Conflict("the tailnet's chain moved while this request was checked: try again")
         ctx.events.append(
             {
                 "event": "node_signed",
@@ -635,21 +909,41 @@ class ControlService:
             with self.store.read() as txn:
                 node, t = self._auth_node(txn, token, new_key, ctx)
             return wire.RegisterResponse(True, node.signature or b"")
-        with self._node_write(token, req.old_node_key, ctx, "OldNodeKey") as (txn, node, t):
-            other = txn.node_by_key(t.name, new_key.raw)
-            if other is not None and other.node_id != node.node_id:
-                raise Conflict("NodeKey: already registered to another node")
-            sig = req.node_key_signature or None
-            if t.status == STATUS_ENABLED:
+        sig = req.node_key_signature or None
+        for _ in range(_WRITE_ATTEMPTS):
+            with self.store.read() as txn:
+                node, t = self._auth_node(txn, token, req.old_node_key, ctx, "OldNodeKey")
+                authority = (
+                    self._cached_authority(txn, t) if t.status == STATUS_ENABLED else None
+                )
+            if authority is not None:
                 if sig is None:
                     raise VerificationError(
                         "NodeKeySignature: required while tailnet lock is enabled"
                     )
-                authority = self._cached_authority(txn, t)
+                # Verified outside the write lock, against the head just read.
                 d = self.admission.decide(authority, new_key.raw, sig)
                 if not d.admitted:
                     raise VerificationError(f"NodeKeySignature: {d.reason}")
-            txn.save_node(replace(node, node_key=new_key.raw, signature=sig, updated=self.clock()))
+            try:
+                with self._node_write(token, req.old_node_key, ctx, "OldNodeKey", t.name) as (
+                    txn,
+                    node,
+                    t2,
+                ):
+                    if t2.version != t.version:
+                        raise _Retry
+                    other = txn.node_by_key(t.name, new_key.raw)
+                    if other is not None and other.node_id != node.node_id:
+                        raise Conflict("NodeKey: already registered to another node")
+                    txn.save_node(
+                        replace(node, node_key=new_key.raw, signature=sig, updated=self.clock())
+                    )
+            except _Retry:
+                continue
+            break
+        else:
+            raise Conflict("the tailnet's chain moved while this request was checked: try again")
         ctx.events.append({"event": "node_key_rotated"})
         return wire.RegisterResponse(True, sig or b"")
 
@@ -776,6 +1070,7 @@ class ControlService:
                     nl_key=req.nl_key or None,
                     created=now,
                     updated=now,
+                    may_init=req.may_init,
                 )
             )
             token, secret_part = _mint(_NODE_TOKEN_PREFIX, row.node_id)
@@ -784,8 +1079,50 @@ class ControlService:
             "Tailnet": tailnet,
             "NodeID": row.node_id,
             "NodeKey": req.node_key.text(),
+            "MayInit": row.may_init,
             "Token": token,
         }
+
+    def _admin_node(self, txn: Transaction, tailnet: str, node_id: int) -> NodeRow:
+        self._tailnet(txn, tailnet)
+        node = txn.node(node_id)
+        if node is None or node.tailnet != tailnet:
+            raise NotFound(f"no node {node_id} in tailnet {tailnet!r}")
+        return node
+
+    def set_may_init(self, tailnet: str, node_id: int, may_init: bool) -> dict[str, Any]:
+        """Allow (or forbid) a node to begin tailnet lock initialization."""
+        with self.store.write(tailnet if _TAILNET_RE.fullmatch(tailnet) else None) as txn:
+            node = self._admin_node(txn, tailnet, node_id)
+            if node.may_init != may_init:
+                txn.save_node(replace(node, may_init=may_init, updated=self.clock()))
+        return {"Tailnet": tailnet, "NodeID": node_id, "MayInit": may_init}
+
+    def remint_node_token(self, tailnet: str, node_id: int) -> dict[str, Any]:
+        """Give a node a new token; the old one stops working when this commits."""
+        with self.store.write(tailnet if _TAILNET_RE.fullmatch(tailnet) else None) as txn:
+            node = self._admin_node(txn, tailnet, node_id)
+            token, secret_part = _mint(_NODE_TOKEN_PREFIX, node.node_id)
+            txn.save_node(replace(node, token_hash=hash_token(secret_part), updated=self.clock()))
+        return {
+            "Tailnet": tailnet,
+            "NodeID": node.node_id,
+            "NodeKey": NodePublic(node.node_key).text(),
+            "MayInit": node.may_init,
+            "Token": token,
+        }
+
+    def admin_tokens(self) -> list[dict[str, Any]]:
+        """Every admin token: ID, label, creation time (never the secret or its hash)."""
+        with self.store.read() as txn:
+            rows: list[AdminTokenRow] = txn.admin_tokens()
+        return [{"ID": r.token_id, "Label": r.label, "Created": r.created} for r in rows]
+
+    def revoke_admin_token(self, token_id: int) -> None:
+        """Forget an admin token: it stops working when this commits."""
+        with self.store.write() as txn:
+            if not txn.delete_admin_token(token_id):
+                raise NotFound(f"no admin token {token_id}")
 
     def delete_node(self, tailnet: str, node_id: int) -> None:
         """Forget a node (its token stops working)."""
@@ -828,6 +1165,7 @@ class ControlService:
                     if d is not None and d.decision.signing_key
                     else "",
                     reported_head=n.reported_head,
+                    may_init=n.may_init,
                 )
             )
         return out

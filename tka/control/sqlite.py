@@ -69,6 +69,7 @@ _SCHEMA: Final = (
         reported_head   BLOB,
         created         REAL NOT NULL,
         updated         REAL NOT NULL,
+        may_init        INTEGER NOT NULL DEFAULT 0,
         UNIQUE (tailnet, node_key)
     )
     """,
@@ -122,11 +123,18 @@ class SQLiteControlStore:
                     "SELECT value FROM tka_control_meta WHERE name = 'schema_version'"
                 ).fetchone()
                 check_schema_version(None if row is None else int(row[0]), self.path)
-                if row is None:
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(nodes)")}
+                if "may_init" not in cols:
+                    # Version 1: no node could be told apart, so none may init
+                    # until an admin grants it.
                     conn.execute(
-                        "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?)",
-                        (str(SCHEMA_VERSION),),
+                        "ALTER TABLE nodes ADD COLUMN may_init INTEGER NOT NULL DEFAULT 0"
                     )
+                conn.execute(
+                    "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),),
+                )
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

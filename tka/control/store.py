@@ -4,7 +4,8 @@ Per tailnet the service keeps one row (:class:`TailnetRow`: whether lock is
 off, being initialized, enabled or disabled; the head; the pending genesis;
 the disablement secret once used), the tailnet's AUMs, and its registered
 nodes (:class:`NodeRow`: node ID, node key, rotation key, signature, the
-hash of the node's token). Admin tokens are kept hashed too.
+hash of the node's token, whether it may initialize lock). Admin tokens are
+kept hashed too, with a label and their creation time.
 
 Every read happens in a :meth:`ControlStore.read` transaction (one
 consistent snapshot) and every write in a :meth:`ControlStore.write`
@@ -39,6 +40,7 @@ __all__ = [
     "STATUS_ENABLED",
     "STATUS_OFF",
     "STATUS_PENDING",
+    "AdminTokenRow",
     "ControlStore",
     "NodeRow",
     "SQLTransaction",
@@ -53,7 +55,8 @@ STATUS_ENABLED: Final = "enabled"
 STATUS_DISABLED: Final = "disabled"
 
 #: Version of the control schema this code writes (``tka_control_meta``).
-SCHEMA_VERSION: Final = 1
+#: 2 added ``nodes.may_init``; a version-1 database is upgraded on open.
+SCHEMA_VERSION: Final = 2
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,20 @@ class NodeRow:
     reported_head: bytes | None = None
     created: float = 0.0
     updated: float = 0.0
+    may_init: bool = False
+    """Whether the node may begin tailnet lock initialization (``init/begin``)."""
 
     def __repr__(self) -> str:
         return f"NodeRow(node_id={self.node_id}, tailnet={self.tailnet!r})"
+
+
+@dataclass(frozen=True)
+class AdminTokenRow:
+    """An admin token as listed: never its secret or hash."""
+
+    token_id: int
+    label: str
+    created: float
 
 
 class Transaction(Protocol):
@@ -158,6 +172,14 @@ class Transaction(Protocol):
 
     def admin_token_hash(self, token_id: int) -> bytes | None:
         """The hash of an admin token, by ID."""
+        ...
+
+    def admin_tokens(self) -> list[AdminTokenRow]:
+        """Every admin token, by ID (no hashes)."""
+        ...
+
+    def delete_admin_token(self, token_id: int) -> bool:
+        """Forget an admin token; whether there was one."""
         ...
 
     def add_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> None:
@@ -236,7 +258,7 @@ _TAILNET_COLS: Final = (
 )
 _NODE_COLS: Final = (
     "node_id, tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, signature, "
-    "reported_head, created, updated"
+    "reported_head, created, updated, may_init"
 )
 
 
@@ -273,6 +295,7 @@ def _node_row(r: Sequence[Any]) -> NodeRow:
         reported_head=_b(r[8]),
         created=float(r[9]),
         updated=float(r[10]),
+        may_init=bool(r[11]),
     )
 
 
@@ -376,8 +399,8 @@ class SQLTransaction:
             raise Conflict("a node with this node key is already registered in the tailnet")
         r = self._one(
             "INSERT INTO nodes (tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, "
-            "signature, reported_head, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "RETURNING node_id",
+            "signature, reported_head, created, updated, may_init) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING node_id",
             (
                 row.tailnet,
                 row.node_key,
@@ -389,6 +412,7 @@ class SQLTransaction:
                 row.reported_head,
                 row.created,
                 row.updated,
+                bool(row.may_init),
             ),
         )
         assert r is not None
@@ -397,13 +421,14 @@ class SQLTransaction:
     def save_node(self, row: NodeRow) -> None:
         self.execute(
             "UPDATE nodes SET node_key = ?, signature = ?, reported_head = ?, token_hash = ?, "
-            "updated = ? WHERE node_id = ?",
+            "updated = ?, may_init = ? WHERE node_id = ?",
             (
                 row.node_key,
                 row.signature,
                 row.reported_head,
                 row.token_hash,
                 row.updated,
+                bool(row.may_init),
                 row.node_id,
             ),
         )
@@ -425,6 +450,16 @@ class SQLTransaction:
     def admin_token_hash(self, token_id: int) -> bytes | None:
         r = self._one("SELECT token_hash FROM admin_tokens WHERE token_id = ?", (token_id,))
         return None if r is None else bytes(r[0])
+
+    def admin_tokens(self) -> list[AdminTokenRow]:
+        rows = self.execute("SELECT token_id, label, created FROM admin_tokens ORDER BY token_id")
+        return [AdminTokenRow(int(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+    def delete_admin_token(self, token_id: int) -> bool:
+        rows = self.execute(
+            "DELETE FROM admin_tokens WHERE token_id = ? RETURNING token_id", (token_id,)
+        )
+        return bool(rows)
 
     # -- disabled authorities --
 

@@ -652,6 +652,7 @@ class AdminRegisterRequest:
     rotation_pubkey: bytes = field(default=b"", metadata=_m("RotationPubkey", BYTES))
     nl_key: bytes = field(default=b"", metadata=_m("NLKey", BYTES))
     name: str = field(default="", metadata=_m("Name", STR))
+    may_init: bool = field(default=False, metadata=_m("MayInit", BOOL))
 
 
 @dataclass(frozen=True)
@@ -671,6 +672,7 @@ class AdminNode:
     reported_head: bytes | None = field(
         default=None, metadata=_m("ReportedHead", HASH, omitempty=True)
     )
+    may_init: bool = field(default=False, metadata=_m("MayInit", BOOL))
 
 
 def _check_codecs() -> None:

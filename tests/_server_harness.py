@@ -1,6 +1,6 @@
 """Test harness: a real ``tka serve`` process on loopback, and PostgreSQL to run it on.
 
-Used by tka's own tests and usable by a control plane's: :class:`ServerProcess`
+Used by tka's server tests (not shipped in the package): :class:`ServerProcess`
 starts ``tka serve`` in a subprocess on ``127.0.0.1`` with a free port, waits
 for ``/healthz`` and can stop it gracefully (SIGTERM), kill it (SIGKILL) and
 start it again on the same store. :class:`PostgresProvider` hands out fresh
@@ -38,8 +38,16 @@ def tka_command() -> list[str]:
 class ServerProcess:
     """``tka serve`` on ``127.0.0.1:<free port>`` with *store_url*, logging to *log_path*."""
 
-    def __init__(self, store_url: str, workdir: str, *, graceful_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        workdir: str,
+        *,
+        graceful_timeout: float = 10.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.store_url = store_url
+        self.extra_args = extra_args
         self.workdir = workdir
         self.graceful_timeout = graceful_timeout
         self.log_path = os.path.join(workdir, "server.log")
@@ -75,6 +83,7 @@ class ServerProcess:
                     self.port_file,
                     "--graceful-timeout",
                     str(self.graceful_timeout),
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=log,
@@ -97,6 +106,23 @@ class ServerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"tka serve did not become healthy: {self.tail()}")
+
+    @property
+    def pid(self) -> int:
+        """The server process's ID (it must be running)."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the server used so far, from /proc.
+
+        The kernel counts it in clock ticks (usually 10 ms each).
+        """
+        with open(f"/proc/{self.pid}/stat", encoding="ascii") as f:
+            # Fields after the command name (which may hold spaces) in parentheses.
+            rest = f.read().rsplit(")", 1)[1].split()
+        ticks = int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def get(self, path: str) -> tuple[int, bytes]:
         """A plain GET (for health checks)."""
