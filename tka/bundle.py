@@ -28,11 +28,25 @@ from typing import Any
 from tka.aum import AUM, hash_from_text, hash_to_text
 from tka.authority import Authority
 from tka.errors import DecodeError, StateError, TKAError
+from tka.limits import MAX_SCAN_ITERATIONS
 from tka.storage import CompactableStorage, Storage
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "export_bundle", "import_bundle", "parents_first"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MAX_BUNDLE_BYTES",
+    "Bundle",
+    "dropped_by_import",
+    "export_bundle",
+    "import_bundle",
+    "parents_first",
+]
 
 BUNDLE_FORMAT = "tka-bundle/1"
+
+#: The largest bundle file read: a chain holds at most a few thousand AUMs
+#: between checkpoints (each at most a few KiB, base64 in the file), so
+#: 64 MiB is far above any real bundle and far below exhausting memory.
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,18 @@ class Bundle:
             doc["disablement_secret"] = self.disablement_secret.hex()
         return (json.dumps(doc, indent=1) + "\n").encode()
 
+    def genesis_hash(self) -> bytes | None:
+        """The hash of the bundle's oldest AUM (its genesis or oldest checkpoint)."""
+        ordered = parents_first(self.aums)
+        return ordered[0].hash if ordered else None
+
     @classmethod
     def from_json(cls, data: bytes) -> Bundle:
         """Parse a bundle file strictly; raises :class:`~tka.errors.DecodeError`."""
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise DecodeError(f"bundle: larger than {MAX_BUNDLE_BYTES} bytes")
+        if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
+            data = data[3:]
         try:
             doc = json.loads(data)
         except (UnicodeDecodeError, ValueError):
@@ -150,3 +173,34 @@ def import_bundle(store: Storage, authority: Authority | None, bundle: Bundle) -
             raise StateError("the bundle holds a different authority (another genesis)")
         authority.inform(store, new)
     return authority
+
+
+def dropped_by_import(store: Storage, authority: Authority, old_head: bytes) -> list[AUM]:
+    """The AUMs from *old_head* back that are no longer on the active chain, oldest first.
+
+    After an import, a node whose own concurrent change lost the fork
+    tie-break still stores it, but the active chain no longer goes through
+    it: this names what was dropped (empty when the old head is active).
+    """
+    active: set[bytes] = set()
+    cursor: bytes | None = authority.head_hash
+    for _ in range(MAX_SCAN_ITERATIONS + 1):
+        if cursor is None:
+            break
+        active.add(cursor)
+        if cursor == authority.oldest_ancestor.hash:
+            break
+        aum = store.get(cursor)
+        cursor = aum.parent if aum is not None else None
+    dropped: list[AUM] = []
+    cursor = old_head
+    for _ in range(MAX_SCAN_ITERATIONS + 1):
+        if cursor is None or cursor in active:
+            break
+        aum = store.get(cursor)
+        if aum is None:
+            break
+        dropped.append(aum)
+        cursor = aum.parent
+    dropped.reverse()
+    return dropped

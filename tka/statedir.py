@@ -9,6 +9,8 @@ Layout (everything written atomically; the directory is locked while in use)::
     <dir>/signatures.json       node-key signatures this node made or recorded
     <dir>/disabled.json         present once tailnet lock is disabled on this node (0600)
     <dir>/control.json          the control URL this node syncs with, once set
+    <dir>/old-chain-<time>/     a chain (and its disabled.json) set aside when a new
+                                authority replaced a disabled one
 
 A second process that wants the same directory waits for the lock up to a
 timeout and then gets a clear error: two writers never interleave.
@@ -19,6 +21,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -27,7 +31,6 @@ from typing import Any
 from tka._fileutil import atomic_write, locked
 from tka.authority import Authority
 from tka.errors import DecodeError, StorageError, UsageError
-from tka.keyfile import load_private_key, save_private_key
 from tka.nlkeys import NLPrivate, NLPublic
 
 __all__ = ["NodeState", "SignatureRecord"]
@@ -86,14 +89,17 @@ class NodeState(AbstractContextManager["NodeState"]):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._close_store()
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def _close_store(self) -> None:
         if self._store is not None:
             close = getattr(self._store, "close", None)
             if callable(close):
                 close()
             self._store = None
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -120,6 +126,8 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def create_key(self, passphrase: bytes | None = None) -> NLPrivate:
         """Generate and store this node's tailnet-lock key (refuses to replace one)."""
+        from tka.keyfile import save_private_key
+
         key = NLPrivate.generate()
         save_private_key(self._file(KEY_FILE), key, passphrase)
         atomic_write(self._file(PUB_FILE), (key.public().cli_text() + "\n").encode(), 0o644)
@@ -131,6 +139,8 @@ class NodeState(AbstractContextManager["NodeState"]):
             raise UsageError(
                 f"no tailnet-lock key in {self.path}: run 'tka lock key' to create one"
             )
+        from tka.keyfile import load_private_key
+
         return load_private_key(self._file(KEY_FILE), passphrase)
 
     def public_key(self) -> NLPublic:
@@ -184,6 +194,31 @@ class NodeState(AbstractContextManager["NodeState"]):
         if secret is not None:
             data["secret"] = secret.hex()
         atomic_write(self._file(DISABLED_FILE), json.dumps(data).encode(), mode=0o600)
+
+    def clear_local_disable(self) -> bool:
+        """Undo ``local-disable``; ``False`` when lock was not locally disabled."""
+        disabled = self.disabled()
+        if disabled is None or disabled.get("how") != "local":
+            return False
+        os.unlink(self._file(DISABLED_FILE))
+        return True
+
+    def archive_chain(self) -> str:
+        """Move the chain and the disablement record aside so that a new authority can start.
+
+        Used once tailnet lock was disabled by a secret and a new authority
+        comes (a fresh ``init`` here, an import or a sync of another
+        genesis). Nothing is deleted: the old chain stays readable (``tka
+        audit``) in the returned directory.
+        """
+        self._close_store()
+        dest = self._file(f"old-chain-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        os.makedirs(dest, mode=0o700)
+        for name in (STORE_DIR, DISABLED_FILE):
+            src = self._file(name)
+            if os.path.exists(src):
+                shutil.move(src, os.path.join(dest, name))
+        return dest
 
     # -- signatures ------------------------------------------------------------
 
