@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -352,29 +351,38 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     Example:
       tka lock status --json
     """
-    from .node import sync_for_status
+    from .node import control_url
 
     with open_node(ctx) as node:
-        reached = sync_for_status(ctx, node)  # control: sync first (a warning if it fails)
-        pub = node.public_key() if node.has_key() else None
-        authority = node.authority()
-        disabled = node.disabled()
-        enabled = authority is not None and disabled is None
-        own = _own_signature(ctx, node) if reached and enabled else None
+        if not as_json and not control_url(ctx, node):
+            # Offline text status: read the chain without the authority engine.
+            _status_text(node.public_key_text(), node.head_state(), node.disabled(), None, None)
+            return
+        _status_full(ctx, node, as_json)
+
+
+def _status_full(ctx: click.Context, node: NodeState, as_json: bool) -> None:
+    from .node import sync_for_status
+
+    reached = sync_for_status(ctx, node)  # control: sync first (a warning if it fails)
+    pub = node.public_key() if node.has_key() else None
+    authority = node.authority()
+    disabled = node.disabled()
+    enabled = authority is not None and disabled is None
+    own = _own_signature(ctx, node) if reached and enabled else None
     node_key, node_sig, peers = own if own is not None else (None, None, None)
-    signed = None
-    reason = ""
+    signed: tuple[bool, str] | None = None
     if own is not None and authority is not None:
         from tka.errors import TKAError
 
         if node_key is None or node_sig is None:
-            signed, reason = False, "control holds no signature for this node"
+            signed = (False, "control holds no signature for this node")
         else:
             try:
                 authority.node_key_authorized(node_key.raw, node_sig)
-                signed = True
+                signed = (True, "")
             except TKAError as exc:
-                signed, reason = False, str(exc)
+                signed = (False, str(exc))
     if as_json:
         from tka.lockjson import render_status
 
@@ -390,6 +398,18 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             nl=False,
         )
         return
+    head = (authority.head, authority.state) if authority is not None else None
+    _status_text(pub.cli_text() if pub else None, head, disabled, signed, node_key)
+
+
+def _status_text(
+    pub: str | None,
+    head: tuple[AUM, Any] | None,
+    disabled: dict[str, Any] | None,
+    signed: tuple[bool, str] | None,
+    node_key: NodePublic | None,
+) -> None:
+    enabled = head is not None and disabled is None
     lines = [f"Tailnet lock is {'ENABLED' if enabled else 'NOT enabled'}."]
     if disabled is not None:
         how = disabled.get("how")
@@ -399,25 +419,27 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             else "'tka lock init' starts a new lock"
         )
         lines.append(f"It was disabled on this node ({how}); {back}.")
-    if signed is True:
+    if signed is not None and signed[0]:
         lines.append("This node is accessible under tailnet lock: its node-key signature is valid.")
-    elif signed is False:
+    elif signed is not None:
         nk_text = node_key.text() if node_key is not None else "NODEKEY"
         lines.append(
             "This node is LOCKED OUT by tailnet lock, and action is required to establish "
-            f"connectivity: {reason}. Have a signing node run: tka lock sign {nk_text}"
+            f"connectivity: {signed[1]}. Have a signing node run: tka lock sign {nk_text}"
         )
     if node_key is not None:
         lines.append(f"This node's node key: {node_key.text()}")
     if pub is not None:
-        lines.append(f"This node's tailnet-lock key: {pub.cli_text()}")
-    if authority is not None and enabled:
-        lines.append(f"Head: {authority.head.hash_text}")
+        lines.append(f"This node's tailnet-lock key: {pub}")
+    if head is not None and enabled:
+        aum, state = head
+        lines.append(f"Head: {aum.hash_text}")
         lines.append("")
         lines.append("Trusted signing keys:")
-        for k in authority.keys:
-            me = " (self)" if pub is not None and k.key_id == pub.raw else ""
-            lines.append(f"\ttlpub:{(k.public or b'').hex()}\t{k.votes}{me}")
+        for k in state.keys or ():
+            key = f"tlpub:{(k.public or b'').hex()}"
+            me = " (self)" if key == pub else ""
+            lines.append(f"\t{key}\t{k.votes}{me}")
     click.echo("\n".join(lines))
 
 
@@ -1246,6 +1268,8 @@ def demo(ctx: click.Context, keep: str | None) -> None:
     Example:
       tka demo
     """
+    import tempfile
+
     from .demo import run_demo
 
     root = ctx.find_root().command

@@ -13,10 +13,11 @@ imported only when that command runs (or help lists it), so ``tka
 from __future__ import annotations
 
 import sys
-import traceback
 from importlib import import_module
 
 import click
+
+from tka import __version__
 
 from ._common import (
     EXIT_USAGE,
@@ -82,8 +83,7 @@ class _LazyRoot(TkaGroup):
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EPILOG,
 )
-# The version is looked up only when --version is given.
-@click.version_option(package_name="tka", prog_name="tka", message="%(prog)s %(version)s")
+@click.version_option(__version__, prog_name="tka", message="%(prog)s %(version)s")
 def cli() -> None:
     """Tailnet Lock toolkit: manage and verify a Tailnet Key Authority.
 
@@ -98,6 +98,13 @@ def cli() -> None:
 
 
 add_global_options(cli)
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,13 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         err_line(exc.format_message())
         sys.exit(EXIT_USAGE)
     except Fail as exc:
-        if ctx_debug:
-            traceback.print_exc()
+        _traceback(ctx_debug)
         err_line(str(exc))
         sys.exit(exc.code)
     except TKAError as exc:
-        if ctx_debug:
-            traceback.print_exc()
+        _traceback(ctx_debug)
         err_line(str(exc))
         sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
@@ -133,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(1)
     except Exception as exc:  # a bug: still one line unless --debug
-        if ctx_debug:
-            traceback.print_exc()
+        _traceback(ctx_debug)
         err_line(f"internal error ({type(exc).__name__}): {exc}; rerun with --debug for details")
         sys.exit(1)
     # Without standalone mode click returns the code a command exited with.

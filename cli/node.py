@@ -150,8 +150,6 @@ def sync(ctx: click.Context, node: NodeState, authority: Authority | None) -> Sy
     wiped its disabled authority does). A node that ran ``local-disable``
     does not sync until ``local-enable``.
     """
-    from tka.control.client import sync_node
-
     client = control_client(ctx, node)
     disabled = node.disabled()
     if client is None or (disabled is not None and disabled.get("how") == "local"):
@@ -168,6 +166,8 @@ def sync(ctx: click.Context, node: NodeState, authority: Authority | None) -> Sy
             f"(the old chain is kept in {archived})"
         )
         authority = None
+    from tka.control.client import sync_node
+
     _, result = sync_node(client, node.store, authority)
     if result.disablement_secret is not None and node.disabled() is None:
         node.set_disabled("secret", result.disablement_secret)

@@ -26,12 +26,18 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tka._fileutil import atomic_write, locked
-from tka.authority import Authority
 from tka.errors import DecodeError, StorageError, UsageError
-from tka.nlkeys import NLPrivate, NLPublic
+
+if TYPE_CHECKING:
+    # Imported where used: 'tka lock status' reads a node without loading
+    # the verification machinery (Ed25519, the authority engine).
+    from tka.aum import AUM
+    from tka.authority import Authority
+    from tka.nlkeys import NLPrivate, NLPublic
+    from tka.state import State
 
 __all__ = ["NodeState", "SignatureRecord"]
 
@@ -127,6 +133,7 @@ class NodeState(AbstractContextManager["NodeState"]):
     def create_key(self, passphrase: bytes | None = None) -> NLPrivate:
         """Generate and store this node's tailnet-lock key (refuses to replace one)."""
         from tka.keyfile import save_private_key
+        from tka.nlkeys import NLPrivate
 
         key = NLPrivate.generate()
         save_private_key(self._file(KEY_FILE), key, passphrase)
@@ -143,8 +150,24 @@ class NodeState(AbstractContextManager["NodeState"]):
 
         return load_private_key(self._file(KEY_FILE), passphrase)
 
+    def public_key_text(self) -> str | None:
+        """This node's ``tlpub:`` key as stored, ``None`` when it has none (no crypto loaded)."""
+        try:
+            with open(self._file(PUB_FILE), encoding="ascii") as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            text = ""
+        body = text[len("tlpub:") :]
+        if not text.startswith("tlpub:") or len(body) != 64 or body.strip("0123456789abcdef"):
+            raise StorageError(f"{self._file(PUB_FILE)} does not hold a tlpub: key")
+        return text
+
     def public_key(self) -> NLPublic:
         """This node's public key (read without the passphrase)."""
+        from tka.nlkeys import NLPublic
+
         try:
             with open(self._file(PUB_FILE), encoding="ascii") as f:
                 return NLPublic.from_text(f.read().strip())
@@ -168,9 +191,32 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def authority(self) -> Authority | None:
         """The authority in the store, or ``None`` when tailnet lock was never initialized."""
+        from tka.authority import Authority
+
         if not os.path.isdir(self._file(STORE_DIR)) or not self.store.heads():
             return None
         return Authority.open(self.store)
+
+    def head_state(self) -> tuple[AUM, State] | None:
+        """The head AUM and the state there, as :meth:`authority` finds them.
+
+        For a read-only view (``tka lock status``): it computes the same
+        active chain as :meth:`~tka.authority.Authority.open` without
+        loading the authority engine. ``None`` when never initialized.
+        """
+        from tka.chain import compute_active_chain
+        from tka.errors import TKAError
+        from tka.limits import MAX_SCAN_ITERATIONS
+
+        if not os.path.isdir(self._file(STORE_DIR)) or not self.store.heads():
+            return None
+        try:
+            c = compute_active_chain(
+                self.store, self.store.last_active_ancestor(), MAX_SCAN_ITERATIONS
+            )
+        except TKAError as exc:
+            raise type(exc)(f"active chain: {exc}") from None
+        return c.head, c.state
 
     def require_authority(self) -> Authority:
         """The authority; a clear error when there is none."""
