@@ -64,7 +64,16 @@ def _require_trusted(authority: Authority, key: NLPublic) -> None:
         )
 
 
-def _require_enabled(node: NodeState) -> Authority:
+def _require_enabled(ctx: click.Context, node: NodeState) -> Authority:
+    """The authority, refusing a node where lock is off; with control, synced first.
+
+    A node that talks to control acts on the tailnet's latest head, as a
+    Tailscale node (which syncs all the time) does.
+    """
+    from .node import control_url, sync_for_status
+
+    if control_url(ctx, node):
+        sync_for_status(ctx, node)
     authority = node.require_authority()
     disabled = node.disabled()
     if disabled is not None:
@@ -494,7 +503,7 @@ def add_cmd(ctx: click.Context, keys: tuple[str, ...]) -> None:
 
     parsed = [parse_key_arg(read_arg(k), i) for i, k in enumerate(keys, start=1)]
     with open_node(ctx) as node:
-        authority = _require_enabled(node)
+        authority = _require_enabled(ctx, node)
         priv, signer = _signer(ctx, node)
         _require_trusted(authority, priv.public())
         builder = UpdateBuilder(authority, signer)
@@ -534,7 +543,7 @@ def remove_cmd(ctx: click.Context, keys: tuple[str, ...], re_sign: bool) -> None
 
     parsed = [parse_key_arg(read_arg(k), i) for i, k in enumerate(keys, start=1)]
     with open_node(ctx) as node:
-        authority = _require_enabled(node)
+        authority = _require_enabled(ctx, node)
         priv, signer = _signer(ctx, node)
         _require_trusted(authority, priv.public())
         if len(authority.keys) == 1:
@@ -688,7 +697,7 @@ def sign_cmd(
     if from_file is not None:
         jobs += _jobs_from_file(from_file)
     with open_node(ctx) as node:
-        authority = _require_enabled(node)
+        authority = _require_enabled(ctx, node)
         priv, _ = _signer(ctx, node)
         _require_trusted(authority, priv.public())
         if items and items[0].startswith("tskey-"):
@@ -736,7 +745,7 @@ def check_cmd(ctx: click.Context, node_key: str, signature: str, as_json: bool) 
     nk = _parse_node_key(read_arg(node_key))
     raw = _parse_signature(read_arg(signature))
     with open_node(ctx) as node:
-        authority = _require_enabled(node)
+        authority = _require_enabled(ctx, node)
     try:
         details = authorize_node_key(authority.state, nk.raw, raw)
     except NotAuthorized as exc:
@@ -982,24 +991,43 @@ def _write_recovery(path: str, aum: AUM) -> None:
     write_output(path, (aum.to_bytes().hex().upper() + "\n").encode())
 
 
-def _signed_nodes(node: NodeState, key_ids: set[bytes]) -> list[str]:
-    """Node keys this node recorded signatures for whose root is one of *key_ids*."""
+def _signed_nodes(ctx: click.Context, node: NodeState, key_ids: set[bytes]) -> list[str]:
+    """Nodes whose signature is rooted in one of *key_ids*: from control when there is
+    one (it knows every node), else the signatures this node recorded."""
     from tka.errors import TKAError
+    from tka.nlkeys import NodePublic
     from tka.sig import NodeKeySignature
 
-    out = []
+    from ._common import Fail
+    from .node import control_client
+
+    found: dict[str, bytes] = {}
+    try:
+        client = control_client(ctx, node)
+        if client is not None:
+            for key_id in sorted(key_ids):
+                for raw in client.affected_sigs(key_id):
+                    sig = NodeKeySignature.from_bytes(raw)
+                    if sig.pubkey is not None:
+                        found[NodePublic.from_binary(sig.pubkey).text()] = key_id
+    except (TKAError, Fail) as exc:
+        warn(f"could not ask control which nodes the revoked keys signed: {exc}")
     for rec in node.signatures():
         try:
             root = NodeKeySignature.from_bytes(rec.signature).authorizing_key_id()
         except TKAError:
             continue
         if root in key_ids:
-            out.append(f"{rec.node_key} (signed by {_key_text(root)})")
-    return out
+            found.setdefault(rec.node_key, root)
+    return [f"{nk} (signed by {_key_text(root)})" for nk, root in sorted(found.items())]
 
 
 def _report_fallout(
-    node: NodeState, revoked: set[bytes], added: list[Any], will_revoke_added: bool
+    ctx: click.Context,
+    node: NodeState,
+    revoked: set[bytes],
+    added: list[Any],
+    will_revoke_added: bool,
 ) -> None:
     """Name the keys the revoked keys added and the nodes they signed."""
     from tka.aum import hash_to_text
@@ -1017,7 +1045,7 @@ def _report_fallout(
                 f"\t{_key_text(a.key_id)}  added by {_key_text(a.by)} "
                 f"in update {hash_to_text(a.aum_hash)}"
             )
-    nodes = _signed_nodes(node, revoked)
+    nodes = _signed_nodes(ctx, node, revoked)
     if nodes:
         click.echo("Nodes signed by revoked keys (locked out once applied, unless re-signed):")
         for n in nodes:
@@ -1088,16 +1116,15 @@ def revoke_keys_cmd(
         revoked_by,
     )
 
-    from .node import sync_after_change, sync_for_status
+    from .node import sync_after_change
 
     if cosign and finish:
         fail("--cosign and --finish cannot be combined", EXIT_USAGE)
     if (cosign or finish) and (with_added or fork_from):
         fail("--with-added and --fork-from apply when starting a recovery", EXIT_USAGE)
     with open_node(ctx) as node:
-        # control: catch up first, so the keys trusted today are the tailnet's
-        sync_for_status(ctx, node)
-        authority = _require_enabled(node)
+        # control: catches up first, so the keys trusted today are the tailnet's
+        authority = _require_enabled(ctx, node)
         if cosign or finish:
             if len(args) != 1:
                 fail("expected one recovery file", EXIT_USAGE)
@@ -1119,7 +1146,7 @@ def revoke_keys_cmd(
             sync_after_change(node, authority, [aum])  # control: submit the recovery AUM
             click.echo(f"Recovery applied; head {authority.head.hash_text}.")
             click.echo("Revoked: " + ", ".join(_key_text(k) for k in sorted(revoked)))
-            _report_fallout(node, revoked, added, False)
+            _report_fallout(ctx, node, revoked, added, False)
             return
         keys = [parse_key_arg(read_arg(k), i) for i, k in enumerate(args, start=1)]
         priv, signer = _signer(ctx, node)
@@ -1145,7 +1172,7 @@ def revoke_keys_cmd(
         verdict = check_recovery(authority, node.store, aum)
         click.echo(f"Wrote the recovery AUM to {path}: {verdict.reason}.")
         click.echo("It revokes: " + ", ".join(_key_text(k) for k in plan.revoked))
-        _report_fallout(node, set(plan.revoked), list(plan.added), with_added)
+        _report_fallout(ctx, node, set(plan.revoked), list(plan.added), with_added)
     click.echo(f"On another signing node run: tka lock revoke-keys --cosign {path}")
 
 

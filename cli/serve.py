@@ -195,7 +195,12 @@ def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def create_tailnet_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Create a tailnet (tailnet lock stays off until a node initializes it)."""
+    """Create a tailnet (tailnet lock stays off until a node initializes it).
+
+    \b
+    Example:
+      tka control create-tailnet example
+    """
     out = _admin(ctx).create_tailnet(name)
     emit(out, as_json, f"Created tailnet {out['Name']}.")
 
@@ -204,7 +209,12 @@ def create_tailnet_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def tailnets_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List the tailnets."""
+    """List the tailnets.
+
+    \b
+    Example:
+      tka control tailnets --json
+    """
     out = _admin(ctx).tailnets()
     lines = [f"{t['Name']}\t{t['Status']}\t{t['Nodes']} nodes" for t in out]
     emit(out, as_json, "\n".join(lines) or "(no tailnets)")
@@ -215,7 +225,12 @@ def tailnets_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """Show a tailnet's lock status: head, trusted keys, locked-out count."""
+    """Show a tailnet's lock status: head, trusted keys, locked-out count.
+
+    \b
+    Example:
+      tka control status example
+    """
     out = _admin(ctx).status(tailnet)
     lines = [f"Tailnet {out['Name']}: lock {out['Status']}; {out['Nodes']} nodes."]
     if "Head" in out:
@@ -298,7 +313,12 @@ def _nodes_text(nodes: list[Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def nodes_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """List a tailnet's nodes with the authority's decision and reason."""
+    """List a tailnet's nodes with the authority's decision and reason.
+
+    \b
+    Example:
+      tka control nodes example
+    """
     from tka.control import wire
 
     nodes = _admin(ctx).nodes(tailnet)
@@ -310,7 +330,12 @@ def nodes_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def locked_out_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """List the nodes the authority does not admit, and why."""
+    """List the nodes the authority does not admit, and why.
+
+    \b
+    Example:
+      tka control locked-out example --json
+    """
     from tka.control import wire
 
     nodes = _admin(ctx).locked_out(tailnet)
@@ -322,7 +347,12 @@ def locked_out_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
 @click.option("--limit", default=50, show_default=True, help="How many updates to show.")
 @click.pass_context
 def log_cmd(ctx: click.Context, tailnet: str, limit: int) -> None:
-    """Print the tailnet's lock log in Tailscale's v1 JSON schema (for 'tka audit')."""
+    """Print the tailnet's lock log in Tailscale's v1 JSON schema (for 'tka audit').
+
+    \b
+    Example:
+      tka control log example --limit 1000 > log.json && tka audit log.json
+    """
     sys.stdout.buffer.write(_admin(ctx).log(tailnet, limit))
     sys.stdout.flush()
 
@@ -332,7 +362,12 @@ def log_cmd(ctx: click.Context, tailnet: str, limit: int) -> None:
 @click.argument("key")
 @click.pass_context
 def affected_sigs_cmd(ctx: click.Context, tailnet: str, key: str) -> None:
-    """Print the valid node-key signatures rooted in KEY (tlpub:...), one per line."""
+    """Print the valid node-key signatures rooted in KEY (tlpub:...), one per line.
+
+    \b
+    Example:
+      tka control affected-sigs example tlpub:9c..
+    """
     for s in _admin(ctx).affected_sigs(tailnet, read_arg(key)):
         click.echo(s)
 
@@ -342,7 +377,12 @@ def affected_sigs_cmd(ctx: click.Context, tailnet: str, key: str) -> None:
 @click.argument("node_id", type=int)
 @click.pass_context
 def remove_node_cmd(ctx: click.Context, tailnet: str, node_id: int) -> None:
-    """Forget a node; its token stops working."""
+    """Forget a node; its token stops working.
+
+    \b
+    Example:
+      tka control remove-node example 7
+    """
     _admin(ctx).delete_node(tailnet, node_id)
     click.echo(f"Removed node {node_id}.")
 
