@@ -63,7 +63,7 @@ class Node:
         self._n = 0
 
     def lock(self, *args: str, ok: bool = True, stdin: str | None = None) -> Any:
-        return run("--state-dir", self.dir, "lock", *args, ok=ok, stdin=stdin, env=self.env)
+        return run("lock", "--state-dir", self.dir, *args, ok=ok, stdin=stdin, env=self.env)
 
     def key(self) -> str:
         return str(self.lock("key").stdout.strip())
@@ -208,7 +208,7 @@ def test_a_new_lock_after_an_offline_disable_and_peers_follow_it(tmp_path: Path)
     out = a.lock("init", "--confirm", ka, kb).stdout
     (secret,) = re.findall(r"disablement-secret:[0-9A-F]{64}", out)
     b.lock("import", a.export())
-    a.lock("disable", "-", stdin=secret + "\n")
+    a.lock("disable", secret)
     b.lock("import", a.export())
     assert b.status()["Enabled"] is False
     # The way back: a new lock, on a signing node; the old chain is kept aside.
@@ -562,7 +562,7 @@ class Control:
             str(cred),
             env=self.env,
         )
-        n.lock("login", str(cred))
+        n.lock("--control", self.url, "login", str(cred))
         return n
 
     def close(self) -> None:
@@ -592,7 +592,7 @@ def test_nodes_converge_after_disable_and_a_new_init_through_control(control: Co
     out = a.lock("init", "--confirm", ka, kb).stdout
     (secret,) = re.findall(r"disablement-secret:[0-9A-F]{64}", out)
     assert b.status()["Enabled"] and c.status()["Enabled"]
-    a.lock("disable", "-", stdin=secret)
+    a.lock("disable", secret)
     assert control.admin("status", "t")["Status"] == "disabled"
     assert not b.status()["Enabled"] and not c.status()["Enabled"]
     # A fresh init from another node: every older node follows it on status/sync.
@@ -634,6 +634,7 @@ def test_revoke_keys_names_the_nodes_the_revoked_key_signed(control: Control) ->
     a.lock("init", "--confirm", ka, kb)
     d = control.node("t", "d", nl_key=False)
     d_key = d.lock("node-key").stdout.strip()
+    b.lock("status")  # b learns of the init
     b.lock("sign", d_key)
     out = a.lock("revoke-keys", kb, "--out", str(control.root / "r.tka")).stdout
     assert "Nodes signed by revoked keys" in out and f"{d_key} (signed by {kb})" in out
