@@ -157,10 +157,29 @@ def add_global_options(cmd: click.Command) -> click.Command:
 
 
 class TkaGroup(click.Group):
-    """A group whose subcommands, however they were added, take the global options."""
+    """A group whose subcommands take the global options, some loaded only when used.
+
+    *lazy* maps a subcommand name to ``(module, attribute)`` in this
+    package: the module is imported the first time the subcommand is
+    asked for (to run it, complete it or list it in help).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand, loaded or not, sorted."""
+        return sorted({*self.commands, *self.lazy})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """The subcommand, with the global options attached."""
+        """The subcommand (imported on first use), with the global options attached."""
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            from importlib import import_module
+
+            module_name, attr = self.lazy[cmd_name]
+            module = import_module(f"{__package__}.{module_name}")
+            self.add_command(getattr(module, attr), cmd_name)
         cmd = super().get_command(ctx, cmd_name)
         return add_global_options(cmd) if cmd is not None else None
 

@@ -128,7 +128,17 @@ def _key_text(key_id: bytes) -> str:
 # -- the group ------------------------------------------------------------------------
 
 
-@click.group("lock", cls=TkaGroup)
+@click.group(
+    "lock",
+    cls=TkaGroup,
+    # The node-side control commands, in their own module (neither imports the other).
+    lazy={
+        "node-key": ("node_control", "node_key_cmd"),
+        "login": ("node_control", "login_cmd"),
+        "sync": ("node_control", "sync_cmd"),
+        "rotate-node-key": ("node_control", "rotate_node_key_cmd"),
+    },
+)
 def lock() -> None:
     """Manage tailnet lock on this node (Tailscale's 'tailscale lock').
 

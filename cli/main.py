@@ -13,7 +13,6 @@ imported only when that command runs (or help lists it), so ``tka
 from __future__ import annotations
 
 import sys
-from importlib import import_module
 
 import click
 
@@ -52,34 +51,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _LazyRoot(TkaGroup):
-    """The ``tka`` group: loads a subcommand's module when it is asked for."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        """Every top-level command, sorted."""
-        return sorted(_COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Import the module of *cmd_name* and return its command (with the global options)."""
-        spec = _COMMANDS.get(cmd_name)
-        if spec is None:
-            return None
-        if cmd_name not in self.commands:
-            module = import_module(f"{__package__}.{spec[0]}")
-            cmd = getattr(module, spec[1])
-            if cmd_name == "lock":
-                # The node-side control commands join the offline ones here,
-                # so neither module imports the other.
-                from .node_control import COMMANDS
-
-                for sub in COMMANDS:
-                    cmd.add_command(sub)
-            self.add_command(cmd, cmd_name)
-        return add_global_options(self.commands[cmd_name])
-
-
 @click.group(
-    cls=_LazyRoot,
+    cls=TkaGroup,
+    lazy=_COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EPILOG,
 )

@@ -2,7 +2,8 @@
 
 ``cli/lock.py`` (the offline lifecycle) and ``cli/node_control.py`` (the
 node-side control commands) both import this module; neither imports the
-other, nor ``cli/serve.py``. ``cli/main.py`` assembles the command tree.
+other, nor ``cli/serve.py``; ``cli/main.py`` assembles the command tree
+(the ``lock`` group loads ``node_control`` by name).
 
 Once a control URL is known (``--control URL``, saved in the state
 directory, or ``$TKA_CONTROL_URL``), init, sign, add/remove, disable and

@@ -1,8 +1,8 @@
 """Node-side control commands: ``tka lock node-key``, ``login``, ``sync``, ``rotate-node-key``.
 
 They live apart from ``cli/serve.py`` (the service and its admin commands)
-and use the same helpers as ``cli/lock.py`` (:mod:`tka_cli.node`);
-``cli/main.py`` adds them to the ``lock`` group.
+and use the same helpers as ``cli/lock.py`` (:mod:`tka_cli.node`); the
+``lock`` group imports this module only when one of them runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 from ._common import EXIT_USAGE, MAX_SMALL_INPUT_BYTES, emit, fail, read_input, warn
 from .node import control_client, control_url, open_node, passphrase, sync
 
-__all__ = ["COMMANDS", "login_cmd", "node_key_cmd", "rotate_node_key_cmd", "sync_cmd"]
+__all__ = ["login_cmd", "node_key_cmd", "rotate_node_key_cmd", "sync_cmd"]
 
 
 @click.command("node-key")
@@ -172,7 +172,3 @@ def rotate_node_key_cmd(ctx: click.Context, rotation_key_file: str) -> None:
             raise
     click.echo(f"Rotated to {new.public.text()}.")
     click.echo(base64.b64encode(sig).decode())
-
-
-#: The commands ``cli/main.py`` adds to the ``lock`` group.
-COMMANDS = (node_key_cmd, login_cmd, sync_cmd, rotate_node_key_cmd)

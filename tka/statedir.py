@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -257,6 +256,8 @@ class NodeState(AbstractContextManager["NodeState"]):
         genesis). Nothing is deleted: the old chain stays readable (``tka
         audit``) in the returned directory.
         """
+        import shutil
+
         self._close_store()
         dest = self._file(f"old-chain-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
         os.makedirs(dest, mode=0o700)
