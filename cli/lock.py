@@ -64,15 +64,17 @@ def _require_trusted(authority: Authority, key: NLPublic) -> None:
         )
 
 
-def _require_enabled(ctx: click.Context, node: NodeState) -> Authority:
-    """The authority, refusing a node where lock is off; with control, synced first.
+def _require_enabled(ctx: click.Context, node: NodeState, *, catch_up: bool = False) -> Authority:
+    """The authority, refusing a node where lock is off.
 
-    A node that talks to control acts on the tailnet's latest head, as a
-    Tailscale node (which syncs all the time) does.
+    With *catch_up* and a control service, sync first, so that the command
+    acts on the tailnet's latest head (``status`` and ``sync`` do this too;
+    other changes are made where the node stands and synced after, so two
+    nodes may fork as Tailscale nodes can).
     """
     from .node import control_url, sync_for_status
 
-    if control_url(ctx, node):
+    if catch_up and control_url(ctx, node):
         sync_for_status(ctx, node)
     authority = node.require_authority()
     disabled = node.disabled()
@@ -156,6 +158,7 @@ def lock() -> None:
       tka lock init --gen-disablements 2 --confirm tlpub:AAA tlpub:BBB
       tka lock sign nodekey:...                     # prints the node-key signature
       tka lock export /tmp/a.json                   # carry to the other node
+      tka --state-dir node2 lock key                # creates node2 (import needs it)
       tka --state-dir node2 lock import /tmp/a.json
       tka lock status
     """
@@ -1133,8 +1136,8 @@ def revoke_keys_cmd(
     if (cosign or finish) and (with_added or fork_from):
         fail("--with-added and --fork-from apply when starting a recovery", EXIT_USAGE)
     with open_node(ctx) as node:
-        # control: catches up first, so the keys trusted today are the tailnet's
-        authority = _require_enabled(ctx, node)
+        # control: catch up first, so the keys trusted today are the tailnet's
+        authority = _require_enabled(ctx, node, catch_up=True)
         if cosign or finish:
             if len(args) != 1:
                 fail("expected one recovery file", EXIT_USAGE)
