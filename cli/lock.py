@@ -1186,7 +1186,11 @@ def revoke_keys_cmd(
         click.echo(f"Wrote the recovery AUM to {path}: {verdict.reason}.")
         click.echo("It revokes: " + ", ".join(_key_text(k) for k in plan.revoked))
         _report_fallout(ctx, node, set(plan.revoked), list(plan.added), with_added)
-    click.echo(f"On another signing node run: tka lock revoke-keys --cosign {path}")
+    if verdict.wins:
+        click.echo(f"It would take effect now: tka lock revoke-keys --finish {path}")
+        click.echo(f"(or co-sign it on more nodes first: tka lock revoke-keys --cosign {path})")
+    else:
+        click.echo(f"On another signing node run: tka lock revoke-keys --cosign {path}")
 
 
 @lock.command("export")
