@@ -1245,8 +1245,7 @@ def import_cmd(ctx: click.Context, file: str) -> None:
             and disabled is not None
             and disabled.get("how") == "secret"
             and bundle.disablement_secret is None
-            and bundle.genesis_hash() != before.oldest_ancestor.hash
-            and bundle.genesis_hash() is not None
+            and bundle.state_ids() not in (None, before.state_ids)
         ):
             archived = node.archive_chain()
             notes.append(f"A new authority replaces the disabled one (old chain in {archived}).")

@@ -156,10 +156,18 @@ def sync(ctx: click.Context, node: NodeState, authority: Authority | None) -> Sy
     if client is None or (disabled is not None and disabled.get("how") == "local"):
         return None
     if disabled is not None:
+        from tka.aum import AUM
+        from tka.control.client import SyncResult
+
         boot = client.bootstrap(None)
         if boot.disablement_secret or not boot.genesis_aum:
-            from tka.control.client import SyncResult
-
+            return SyncResult("disabled")
+        old = node.authority()
+        new_state = AUM.from_bytes(boot.genesis_aum).state
+        new_ids = (new_state.state_id1, new_state.state_id2) if new_state else None
+        if old is not None and new_ids == old.state_ids:
+            # Control still runs the very lock this node knows to be disabled.
+            warn("control still enforces the tailnet lock this node has disabled")
             return SyncResult("disabled")
         archived = node.archive_chain()
         warn(

@@ -68,10 +68,15 @@ class Bundle:
             doc["disablement_secret"] = self.disablement_secret.hex()
         return (json.dumps(doc, indent=1) + "\n").encode()
 
-    def genesis_hash(self) -> bytes | None:
-        """The hash of the bundle's oldest AUM (its genesis or oldest checkpoint)."""
+    def state_ids(self) -> tuple[int, int] | None:
+        """The state IDs of the authority the bundle holds (from its oldest checkpoint).
+
+        Random and fixed when an authority is created, they tell a new lock
+        from the same one compacted differently. ``None`` for an empty bundle.
+        """
         ordered = parents_first(self.aums)
-        return ordered[0].hash if ordered else None
+        state = ordered[0].state if ordered else None
+        return (state.state_id1, state.state_id2) if state is not None else None
 
     @classmethod
     def from_json(cls, data: bytes) -> Bundle:
