@@ -24,7 +24,16 @@ import click
 from tka.errors import DecodeError
 from tka.nlkeys import NLPublic, NodePublic
 
-from ._common import EXIT_USAGE, emit, fail, global_opt, read_arg, write_output
+from ._common import (
+    EXIT_USAGE,
+    MAX_SMALL_INPUT_BYTES,
+    emit,
+    fail,
+    global_opt,
+    read_arg,
+    read_input,
+    write_output,
+)
 
 if TYPE_CHECKING:
     # Imported where used: every 'tka' command loads this module, and most
@@ -128,11 +137,11 @@ def _admin(ctx: click.Context) -> AdminClient:
     token = os.environ.get("TKA_ADMIN_TOKEN")
     path = params.get("admin_token_file") or os.environ.get("TKA_ADMIN_TOKEN_FILE")
     if path:
+        data = read_input(path, "admin token file", MAX_SMALL_INPUT_BYTES)
         try:
-            with open(path, encoding="ascii") as f:
-                token = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read admin token file {path}: {exc}", EXIT_USAGE)
+            token = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            fail(f"admin token file {path} is not ASCII text", EXIT_USAGE)
     if not token:
         fail(
             "no admin token: pass --admin-token-file or set TKA_ADMIN_TOKEN "
