@@ -150,7 +150,10 @@ def add_global_options(cmd: click.Command) -> click.Command:
         taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
         cmd.params.extend(o for o in _global_options() if not set(o.opts) & taken)
         cmd._tka_globals = True  # type: ignore[attr-defined]
-    if isinstance(cmd, click.Group):
+    if isinstance(cmd, click.Group) and not isinstance(cmd, TkaGroup):
+        # A plain group (tka control) resolves its subcommands itself: give
+        # them the options now. A TkaGroup does it as each one is resolved,
+        # so 'tka lock status' builds the options of one command, not 20.
         for sub in cmd.commands.values():
             add_global_options(sub)
     return cmd
