@@ -1213,7 +1213,8 @@ def export_cmd(ctx: click.Context, file: str) -> None:
         authority = node.require_authority()
         disabled = node.disabled() or {}
         secret = bytes.fromhex(disabled["secret"]) if "secret" in disabled else None
-        bundle = export_bundle(authority, node.store, secret)
+        sigs = tuple((r.node_key, r.signature) for r in node.signatures())
+        bundle = export_bundle(authority, node.store, secret, sigs)
     write_output(file, bundle.to_json(), secret=secret is not None)
     click.echo(f"Exported {len(bundle.aums)} AUM(s); head {hash_to_text(authority.head_hash)}.")
 
@@ -1260,6 +1261,7 @@ def import_cmd(ctx: click.Context, file: str) -> None:
                     f"rules): {len(lost)} update(s) of this node are no longer active: "
                     + ", ".join(f"{a.hash_text} ({a.kind_name})" for a in lost)
                 )
+        _learn_signatures(node, bundle.signatures)
         secret = bundle.disablement_secret
         if secret is not None and node.disabled() is None and authority.valid_disablement(secret):
             node.set_disabled("secret", secret)
@@ -1267,6 +1269,36 @@ def import_cmd(ctx: click.Context, file: str) -> None:
     click.echo(f"Imported; head {authority.head.hash_text}.")
     for n in notes:
         click.echo(n)
+
+
+def _learn_signatures(node: NodeState, pairs: tuple[tuple[str, bytes], ...]) -> None:
+    """Record the node-key signatures a peer exported, for nodes this node has none for.
+
+    Only well-formed signatures over the node key they are listed with are
+    kept; they serve to name the nodes a key signed (``revoke-keys``,
+    ``remove --re-sign``), never to admit anyone (``check`` verifies).
+    """
+    from tka.errors import TKAError
+    from tka.nlkeys import NodePublic
+    from tka.sig import NodeKeySignature
+    from tka.statedir import SignatureRecord
+
+    known = {r.node_key for r in node.signatures()}
+    new = []
+    for nk_text, raw in pairs:
+        if nk_text in known:
+            continue
+        try:
+            sig = NodeKeySignature.from_bytes(raw)
+            if sig.pubkey is None or NodePublic.from_binary(sig.pubkey).text() != nk_text:
+                continue
+            root = sig.authorizing_key_id()
+        except TKAError:
+            continue
+        new.append(SignatureRecord(nk_text, raw, _key_text(root)))
+        known.add(nk_text)
+    if new:
+        node.record_signatures(new)
 
 
 # -- top-level helpers ----------------------------------------------------------------

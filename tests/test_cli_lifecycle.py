@@ -142,6 +142,8 @@ def test_revoke_keys_names_what_the_revoked_key_added_and_can_revoke_it(
     out = x.lock("revoke-keys", kz, "--out", rec).stdout
     assert "STAY TRUSTED" in out and zz in out and f"added by {kz}" in out
     assert "--with-added" in out
+    # The node z signed is named too: x learnt of it from z's export.
+    assert f"{victim} (signed by {kz})" in out
     y.lock("import", x.export())
     y.lock("revoke-keys", "--cosign", rec)
     out = x.lock("revoke-keys", "--finish", rec).stdout

@@ -6,7 +6,11 @@ Format ``tka-bundle/1`` (JSON, UTF-8)::
       "format": "tka-bundle/1",
       "head": "<base32 AUM hash>",              # the exporting node's head
       "aums": ["<base64 canonical AUM>", ...],  # every stored AUM, parents first
-      "disablement_secret": "<hex>"             # only once tailnet lock was disabled
+      "disablement_secret": "<hex>",            # only once tailnet lock was disabled
+      "signatures": [                           # optional: node-key signatures the
+        {"node_key": "nodekey:<hex>",           # exporting node made or recorded, so
+         "signature": "<base64>"}, ...          # peers can name the nodes a key signed
+      ]
     }
 
 Importing verifies every AUM exactly as ``Inform`` does (signatures against
@@ -56,6 +60,8 @@ class Bundle:
     head: bytes | None
     aums: tuple[AUM, ...]
     disablement_secret: bytes | None = None
+    signatures: tuple[tuple[str, bytes], ...] = ()
+    """(``nodekey:`` text, serialized node-key signature) pairs; not verified here."""
 
     def to_json(self) -> bytes:
         """The bundle's file content."""
@@ -66,6 +72,11 @@ class Bundle:
         }
         if self.disablement_secret is not None:
             doc["disablement_secret"] = self.disablement_secret.hex()
+        if self.signatures:
+            doc["signatures"] = [
+                {"node_key": nk, "signature": base64.b64encode(sig).decode("ascii")}
+                for nk, sig in self.signatures
+            ]
         return (json.dumps(doc, indent=1) + "\n").encode()
 
     def state_ids(self) -> tuple[int, int] | None:
@@ -91,7 +102,7 @@ class Bundle:
             raise DecodeError("bundle: not JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
             raise DecodeError(f"bundle: not a {BUNDLE_FORMAT} file")
-        unknown = set(doc) - {"format", "head", "aums", "disablement_secret"}
+        unknown = set(doc) - {"format", "head", "aums", "disablement_secret", "signatures"}
         if unknown:
             raise DecodeError(f"bundle: unknown field {sorted(unknown)[0]!r}")
         head_text = doc.get("head")
@@ -122,7 +133,23 @@ class Bundle:
                 secret_bytes = None
             if secret_bytes is None:
                 raise DecodeError("bundle: disablement_secret is not hex")
-        return cls(head, tuple(aums), secret_bytes)
+        return cls(head, tuple(aums), secret_bytes, _signatures(doc.get("signatures", [])))
+
+
+def _signatures(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(raw, list):
+        raise DecodeError("bundle: signatures is not a list")
+    out = []
+    for i, item in enumerate(raw):
+        nk = item.get("node_key") if isinstance(item, dict) else None
+        sig = item.get("signature") if isinstance(item, dict) else None
+        if not isinstance(nk, str) or not isinstance(sig, str):
+            raise DecodeError(f"bundle: signatures[{i}] needs node_key and signature text")
+        try:
+            out.append((nk, base64.b64decode(sig, validate=True)))
+        except (binascii.Error, ValueError):
+            raise DecodeError(f"bundle: signatures[{i}].signature is not base64") from None
+    return tuple(out)
 
 
 def parents_first(aums: Iterable[AUM]) -> list[AUM]:
@@ -146,15 +173,18 @@ def parents_first(aums: Iterable[AUM]) -> list[AUM]:
 
 
 def export_bundle(
-    authority: Authority, store: CompactableStorage, disablement_secret: bytes | None = None
+    authority: Authority,
+    store: CompactableStorage,
+    disablement_secret: bytes | None = None,
+    signatures: tuple[tuple[str, bytes], ...] = (),
 ) -> Bundle:
-    """Everything *store* holds, parents first, with the authority's head."""
+    """Everything *store* holds, parents first, with the authority's head (and *signatures*)."""
     aums = []
     for h in store.all_hashes():
         aum = store.get(h)
         if aum is not None:
             aums.append(aum)
-    return Bundle(authority.head_hash, tuple(parents_first(aums)), disablement_secret)
+    return Bundle(authority.head_hash, tuple(parents_first(aums)), disablement_secret, signatures)
 
 
 def import_bundle(store: Storage, authority: Authority | None, bundle: Bundle) -> Authority:
