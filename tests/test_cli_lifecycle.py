@@ -660,3 +660,52 @@ def test_gen_disablement_for_support_goes_to_control(control: Control) -> None:
     out = a.lock("init", "--confirm", "--gen-disablement-for-support", a.key()).stdout
     assert "sent to it" in out
     assert len(re.findall(r"disablement-secret:", out)) == 1  # only the printed one
+
+
+# -- help examples, run as written -----------------------------------------------------------
+
+#: (command whose --help shows it, the example line) in an order that makes sense
+#: on one node; examples with placeholders (tlpub:.., nodekey:3c..) are covered by
+#: the tests above with real values.
+LITERAL_EXAMPLES = [
+    (["lock", "key"], "tka lock key"),
+    (["lock", "key"], "tka --debug lock --state-dir ./node1 --passphrase-file pw.txt key"),
+    (["lock", "status"], "tka lock status --json"),
+    (["lock", "log"], "tka lock log --limit 10 --json > log.json"),
+    (["lock", "sign"], "tka lock sign --from nodes.txt --json"),
+    (["lock", "node-key"], "tka lock node-key --json"),
+    (["keygen"], "tka keygen rotation.key"),
+    (["lock", "local-disable"], "tka lock local-disable"),
+    (["lock", "local-enable"], "tka lock local-enable"),
+    (["lock", "disablement-kdf"], "tka lock disablement-kdf - < secret.txt"),
+    (["lock", "disable"], "tka lock disable --secret-file secret.txt"),
+    (["lock", "disable"], "tka lock disable - < secret.txt"),
+    (["demo"], "tka demo"),
+]
+
+
+def test_literal_help_examples_run_as_written(tmp_path: Path) -> None:
+    env = {**os.environ, "TKA_STATE_DIR": str(tmp_path / "state")}
+    env.pop("TKA_CONTROL_URL", None)
+    key = run("lock", "key", env=env).stdout.strip()
+    out = run("lock", "init", "--confirm", key, env=env).stdout
+    (secret,) = re.findall(r"disablement-secret:[0-9A-F]{64}", out)
+    (tmp_path / "secret.txt").write_text(secret + "\n")
+    (tmp_path / "pw.txt").write_text("a passphrase\n")
+    (tmp_path / "nodes.txt").write_text(_nodekey() + "\n" + _nodekey() + "\n")
+    bin_dir = str(Path(TKA).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    for command, example in LITERAL_EXAMPLES:
+        assert example in run(*command, "--help").stdout, (command, example)
+        proc = subprocess.run(
+            example,
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, (example, proc.stdout, proc.stderr)
+    assert json.loads((tmp_path / "log.json").read_text())
