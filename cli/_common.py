@@ -17,7 +17,6 @@ the tka modules a helper needs are imported inside it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -304,6 +303,8 @@ def parse_key_arg(arg: str, position: int) -> Key:
 def emit(data: Any, as_json: bool, text: str) -> None:
     """Print *data* as JSON (with ``--json``) or *text*."""
     if as_json:
+        import json
+
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         click.echo(text)

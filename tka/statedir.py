@@ -19,7 +19,6 @@ timeout and then gets a clear error: two writers never interleave.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -114,7 +113,7 @@ class NodeState(AbstractContextManager["NodeState"]):
         path = self._file(name)
         try:
             with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+                data = _json().load(f)
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -238,7 +237,7 @@ class NodeState(AbstractContextManager["NodeState"]):
         data: dict[str, Any] = {"how": how}
         if secret is not None:
             data["secret"] = secret.hex()
-        atomic_write(self._file(DISABLED_FILE), json.dumps(data).encode(), mode=0o600)
+        atomic_write(self._file(DISABLED_FILE), _json().dumps(data).encode(), mode=0o600)
 
     def clear_local_disable(self) -> bool:
         """Undo ``local-disable``; ``False`` when lock was not locally disabled."""
@@ -298,7 +297,7 @@ class NodeState(AbstractContextManager["NodeState"]):
                 for r in sorted(by_node.values(), key=lambda r: r.node_key)
             ],
         }
-        atomic_write(self._file(SIGNATURES_FILE), json.dumps(doc, indent=1).encode(), 0o644)
+        atomic_write(self._file(SIGNATURES_FILE), _json().dumps(doc, indent=1).encode(), 0o644)
 
     # -- control ---------------------------------------------------------------
 
@@ -309,7 +308,14 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def set_control_url(self, url: str) -> None:
         """Save the control URL for later commands."""
-        atomic_write(self._file(CONTROL_FILE), json.dumps({"url": url}).encode(), 0o600)
+        atomic_write(self._file(CONTROL_FILE), _json().dumps({"url": url}).encode(), 0o600)
+
+
+def _json() -> Any:
+    """The json module, imported on first use: a read-only command may never need it."""
+    import json
+
+    return json
 
 
 def iter_lines(path: str) -> Iterator[str]:
