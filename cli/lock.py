@@ -1194,17 +1194,19 @@ def revoke_keys_cmd(
 
 
 @lock.command("export")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.pass_context
 def export_cmd(ctx: click.Context, file: str) -> None:
-    """Write this node's AUMs to FILE (tka-bundle/1 JSON) for other nodes to import.
+    """Write this node's AUMs to FILE (tka-bundle/1 JSON; '-': stdout) for other nodes to import.
 
     After a disable the file carries the disablement secret and is written
-    0600; otherwise 0644.
+    0600; otherwise 0644. It also carries the node-key signatures this node
+    made or learnt, so that peers can name the nodes a key signed.
 
     \b
-    Example:
+    Examples:
       tka lock export /media/usb/node1.json
+      tka lock export - | ssh node2 tka lock import -
     """
     from tka.aum import hash_to_text
     from tka.bundle import export_bundle
@@ -1215,8 +1217,14 @@ def export_cmd(ctx: click.Context, file: str) -> None:
         secret = bytes.fromhex(disabled["secret"]) if "secret" in disabled else None
         sigs = tuple((r.node_key, r.signature) for r in node.signatures())
         bundle = export_bundle(authority, node.store, secret, sigs)
+    done = f"Exported {len(bundle.aums)} AUM(s); head {hash_to_text(authority.head_hash)}."
+    if file == "-":
+        sys.stdout.buffer.write(bundle.to_json())
+        sys.stdout.flush()
+        click.echo(done, err=True)
+        return
     write_output(file, bundle.to_json(), secret=secret is not None)
-    click.echo(f"Exported {len(bundle.aums)} AUM(s); head {hash_to_text(authority.head_hash)}.")
+    click.echo(done)
 
 
 @lock.command("import")

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         err_line(exc.format_message())
         sys.exit(EXIT_USAGE)
     except Fail as exc:
-        _traceback(ctx_debug)
+        _traceback(ctx_debug and exc.code != EXIT_USAGE)  # a usage mistake: no traceback
         err_line(str(exc))
         sys.exit(exc.code)
     except TKAError as exc:

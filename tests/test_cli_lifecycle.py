@@ -255,6 +255,18 @@ def test_global_options_work_before_or_after_the_subcommand(tmp_path: Path) -> N
     proc = run("--debug", "lock", "frobnicate", ok=False)
     assert proc.returncode == 2
     one_error_line(proc)
+    proc = run("lock", "log", "--limit", "0", "--debug", "--state-dir", d, ok=False)
+    assert proc.returncode == 2 and "--limit" in one_error_line(proc)
+
+
+def test_export_to_stdout_and_import_from_stdin(tmp_path: Path) -> None:
+    a, b = Node(tmp_path, "a"), Node(tmp_path, "b")
+    a.lock("init", "--confirm", a.key())
+    b.key()
+    bundle = a.lock("export", "-").stdout
+    assert json.loads(bundle)["format"] == "tka-bundle/1"
+    b.lock("import", "-", stdin=bundle)
+    assert b.status()["Head"] == a.status()["Head"]
 
 
 # -- 7. a typo in --state-dir does not make an empty node ---------------------------------
