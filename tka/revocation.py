@@ -180,10 +180,12 @@ def make_retroactive_revocation(
             raise StateError(f"--fork-from: AUM {hash_to_text(parent)} is not stored here")
     fork_state = compute_state_at(storage, parent)
     if fork_state.get_key(our_key) is None:
+        can = [_key_text(k.key_id) for k in fork_state.keys or () if k.key_id not in revoked]
         raise NotAuthorized(
             f"this node's key {_key_text(our_key)} was not trusted at the fork point "
             f"{hash_to_text(parent)}, so its signature would make the recovery invalid: "
-            "start the recovery on a node whose key was trusted there"
+            "start the recovery on a node whose key was trusted there "
+            f"({', '.join(can) or 'none is left'})"
         )
     keys = tuple(k for k in authority.keys if k.key_id not in revoked)
     if not keys:
