@@ -10,6 +10,10 @@ directory, or ``$TKA_CONTROL_URL``), init, sign, add/remove, disable and
 revoke-keys talk to the service the way a Tailscale node does, and status
 syncs first. Every tka import is inside the function that needs it, so a
 command that never talks to control never loads the client.
+
+A node's control settings live in its state directory: ``control.json`` (the
+URL), ``node-key.json`` (its node key, 0600) and ``control-node.json`` (its
+tailnet, node ID and token, 0600).
 """
 
 from __future__ import annotations
