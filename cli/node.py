@@ -181,35 +181,44 @@ def sync(ctx: click.Context, node: NodeState, authority: Authority | None) -> Sy
         authority = None
     from tka.control.client import sync_node
 
-    _, result = sync_node(client, node.store, authority)
+    old_head = authority.head_hash if authority is not None else None
+    after, result = sync_node(client, node.store, authority)
     if result.disablement_secret is not None and node.disabled() is None:
         node.set_disabled("secret", result.disablement_secret)
+    if old_head is not None and after is not None and after.head_hash != old_head:
+        _warn_dropped(node, after, old_head)
     return result
+
+
+def _warn_dropped(node: NodeState, authority: Authority, old_head: bytes) -> None:
+    """Say which of this node's updates a sync left off the active chain (a lost fork)."""
+    from tka.bundle import dropped_by_import
+
+    lost = dropped_by_import(node.store, authority, old_head)
+    if lost:
+        warn(
+            "this node's chain lost a fork to a concurrent change (Tailscale's fork rules): "
+            f"{len(lost)} update(s) of this node are no longer active: "
+            + ", ".join(f"{a.hash_text} ({a.kind_name})" for a in lost)
+        )
 
 
 def sync_after_change(node: NodeState, authority: Authority, aums: list[AUM]) -> None:
     """Send a change just made on this node to control (when one is set).
 
-    A change that lost a fork to a concurrent one is reported as a warning:
-    every node and the service still agree on the winner.
+    A change that lost a fork to a concurrent one is reported as a warning
+    naming the dropped updates (see :func:`sync`): every node and the
+    service still agree on the winner.
     """
-    from tka.aum import hash_to_text
     from tka.errors import TKAError
 
     ctx = click.get_current_context()
     try:
-        result = sync(ctx, node, authority)
+        sync(ctx, node, authority)
     except TKAError as exc:
         fail(
             f"the change is saved on this node but was not sent to control: {exc}; "
             "run 'tka lock sync' to send it"
-        )
-    if result is None or not aums:
-        return
-    if result.control_head != aums[-1].hash and authority.head_hash != aums[-1].hash:
-        warn(
-            "this change lost a fork to a concurrent change (by Tailscale's fork rules); "
-            f"the active head is {hash_to_text(authority.head_hash)}"
         )
 
 

@@ -721,3 +721,21 @@ def test_literal_help_examples_run_as_written(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, (example, proc.stdout, proc.stderr)
     assert json.loads((tmp_path / "log.json").read_text())
+
+
+def test_a_node_that_lost_a_fork_through_control_is_told_what_was_dropped(
+    control: Control,
+) -> None:
+    run("control", "create-tailnet", "t", env=control.env)
+    a, b = control.node("t", "a"), control.node("t", "b")
+    a.lock("init", "--confirm", a.key(), b.key())
+    b.lock("status")  # b is at the genesis
+    k1 = run("keygen", str(control.root / "k1.key")).stdout.strip()
+    k2 = run("keygen", str(control.root / "k2.key")).stdout.strip()
+    a.lock("add", k1)
+    added_on_b = b.lock("add", k2)  # forks from the genesis: one of the two changes loses
+    status_on_a = a.lock("status")
+    told = [p.stderr for p in (added_on_b, status_on_a) if "lost a fork" in p.stderr]
+    assert len(told) == 1, (added_on_b.stderr, status_on_a.stderr)
+    assert "(add-key)" in told[0]
+    assert a.status()["Head"] == b.status()["Head"] == control.admin("status", "t")["Head"]
