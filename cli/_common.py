@@ -1,4 +1,4 @@
-"""Shared plumbing of the ``tka`` command line: errors, exit codes, argument parsing, output.
+"""Shared plumbing of the ``tka`` command line: errors, exit codes, options, files, output.
 
 Exit codes (stable, documented in ``tka --help``):
 
@@ -6,40 +6,61 @@ Exit codes (stable, documented in ``tka --help``):
 0   success (for ``lock check``: the node is admitted)
 1   refused: a check failed, a signature or chain does not verify,
     the operation does not apply (for ``lock check``: not admitted)
-2   bad usage: unknown option, malformed argument (wrong prefix, bad hex, ...)
+2   bad usage: unknown option, malformed argument (wrong prefix, bad hex,
+    a file that cannot be read, a folder to write into that is missing)
 3   the state directory is missing, locked by another process, or damaged
 ==  ===============================================================
+
+This module is imported by every command, so it imports nothing heavy:
+the tka modules a helper needs are imported inside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import platformdirs
 
-from tka.errors import DecodeError, StorageError, TKAError, UsageError
-from tka.key import Key
-from tka.nlkeys import NLPublic
+if TYPE_CHECKING:
+    from tka.errors import TKAError
+    from tka.key import Key
 
 __all__ = [
     "EXIT_REFUSED",
     "EXIT_STATE",
     "EXIT_USAGE",
+    "GLOBAL_OPTION_NAMES",
+    "MAX_INPUT_BYTES",
+    "MAX_SMALL_INPUT_BYTES",
     "Fail",
+    "TkaGroup",
+    "add_global_options",
     "default_state_dir",
     "emit",
+    "err_line",
+    "exit_code_for",
     "fail",
+    "global_opt",
     "parse_key_arg",
     "read_arg",
+    "read_input",
+    "show_progress",
+    "warn",
+    "write_output",
 ]
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_STATE = 3
+
+#: Cap on a file the CLI reads whole (bundles, recovery files, signing
+#: lists): far above any real chain (2,000 AUMs of a few KiB each, base64),
+#: far below what would exhaust memory.
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+#: Cap on a small input: a key, a secret, a passphrase, credentials.
+MAX_SMALL_INPUT_BYTES = 64 * 1024
 
 
 class Fail(Exception):
@@ -57,6 +78,8 @@ def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
 
 def exit_code_for(exc: TKAError) -> int:
     """The documented exit code for a library error."""
+    from tka.errors import DecodeError, StorageError, UsageError
+
     if isinstance(exc, StorageError):
         return EXIT_STATE
     if isinstance(exc, (DecodeError, UsageError)):
@@ -64,20 +87,189 @@ def exit_code_for(exc: TKAError) -> int:
     return EXIT_REFUSED
 
 
+# -- options that belong to the whole program --------------------------------------
+
+#: Options accepted before or after any subcommand (``tka --state-dir D lock
+#: status`` and ``tka lock status --state-dir D`` mean the same); the one
+#: nearest the end of the command line wins.
+GLOBAL_OPTION_NAMES = ("state_dir", "passphrase_file", "control", "lock_timeout", "debug")
+
+_META = "tka.global"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and value is not False and param.name is not None:
+        ctx.find_root().meta.setdefault(_META, {})[param.name] = value
+    return value
+
+
+def _global_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--state-dir"],
+            type=click.Path(file_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help="This node's state directory (default: $TKA_STATE_DIR, else the user data dir).",
+        ),
+        click.Option(
+            ["--passphrase-file"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help="File holding the passphrase of an encrypted key (default: $TKA_PASSPHRASE_FILE).",
+        ),
+        click.Option(
+            ["--control"],
+            metavar="URL",
+            expose_value=False,
+            callback=_remember,
+            help="Control service to sync with (default: $TKA_CONTROL_URL, else the saved one).",
+        ),
+        click.Option(
+            ["--lock-timeout"],
+            type=float,
+            expose_value=False,
+            callback=_remember,
+            help="Seconds to wait for another tka process on the same state dir [default: 10].",
+        ),
+        click.Option(
+            ["--debug"],
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Show a traceback when a command fails (not for usage errors).",
+        ),
+    ]
+
+
+def add_global_options(cmd: click.Command) -> click.Command:
+    """Give *cmd* (and its loaded subcommands) the global options it lacks. Idempotent."""
+    if not getattr(cmd, "_tka_globals", False):
+        taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
+        cmd.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+        cmd._tka_globals = True  # type: ignore[attr-defined]
+    if isinstance(cmd, click.Group) and not isinstance(cmd, TkaGroup):
+        # A plain group (tka control) resolves its subcommands itself: give
+        # them the options now. A TkaGroup does it as each one is resolved,
+        # so 'tka lock status' builds the options of one command, not 20.
+        for sub in cmd.commands.values():
+            add_global_options(sub)
+    return cmd
+
+
+class TkaGroup(click.Group):
+    """A group whose subcommands take the global options, some loaded only when used.
+
+    *lazy* maps a subcommand name to ``(module, attribute)`` in this
+    package: the module is imported the first time the subcommand is
+    asked for (to run it, complete it or list it in help).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand, loaded or not, sorted."""
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand (imported on first use), with the global options attached."""
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            from importlib import import_module
+
+            module_name, attr = self.lazy[cmd_name]
+            module = import_module(f"{__package__}.{module_name}")
+            self.add_command(getattr(module, attr), cmd_name)
+        cmd = super().get_command(ctx, cmd_name)
+        return add_global_options(cmd) if cmd is not None else None
+
+
+def global_opt(ctx: click.Context | None, name: str) -> Any:
+    """The value of global option *name* wherever it was given, else ``None``."""
+    if ctx is None:
+        return None
+    return ctx.find_root().meta.get(_META, {}).get(name)
+
+
 def default_state_dir() -> str:
     """``$TKA_STATE_DIR``, else the platform's user data directory for tka."""
-    return os.environ.get("TKA_STATE_DIR") or platformdirs.user_data_dir("tka")
+    env = os.environ.get("TKA_STATE_DIR")
+    if env:
+        return env
+    import platformdirs
+
+    return platformdirs.user_data_dir("tka")
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def read_input(path: str, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of input file *path* (``-`` for stdin), refusing more than *limit* bytes.
+
+    The size is checked before reading, so a huge file fails at once rather
+    than after filling memory; a pipe is read up to the cap.
+    """
+    if path == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+        if len(data) > limit:
+            fail(f"{what} on stdin is larger than {_size(limit)}", EXIT_USAGE)
+        return data
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                fail(
+                    f"{what} {path} is {_size(size)}, more than the {_size(limit)} allowed",
+                    EXIT_USAGE,
+                )
+            data = f.read(limit + 1)
+    except IsADirectoryError:
+        fail(f"cannot read {what} {path}: it is a directory", EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
+    if len(data) > limit:
+        fail(f"{what} {path} is more than the {_size(limit)} allowed", EXIT_USAGE)
+    return data
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.0f} {unit}"
+        n //= 1024
+    return f"{n} GiB"  # pragma: no cover
+
+
+def write_output(path: str, data: bytes, *, secret: bool = False) -> None:
+    """Write *data* to *path* atomically: 0600 when it holds a secret, else 0644.
+
+    A missing folder or an unwritable place is exit 2 with the reason,
+    never a traceback.
+    """
+    from tka._fileutil import atomic_write
+
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        fail(f"cannot write {path}: the folder {folder} does not exist", EXIT_USAGE)
+    if os.path.isdir(full):
+        fail(f"cannot write {path}: it is a directory", EXIT_USAGE)
+    try:
+        atomic_write(full, data, 0o600 if secret else 0o644)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}", EXIT_USAGE)
 
 
 def read_arg(arg: str) -> str:
     """Tailscale's ``file:PATH`` argument form: the file's content, trimmed."""
     if arg.startswith("file:"):
         path = arg[len("file:") :]
+        data = read_input(path, "file", MAX_SMALL_INPUT_BYTES)
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError as exc:
-            fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+            return data.decode("utf-8-sig").strip()
         except UnicodeDecodeError:
             fail(f"{path} is not UTF-8 text", EXIT_USAGE)
     return arg
@@ -85,6 +277,10 @@ def read_arg(arg: str) -> str:
 
 def parse_key_arg(arg: str, position: int) -> Key:
     """A trusted-key argument as Tailscale takes it: ``tlpub:<hex>[?votes]``."""
+    from tka.errors import DecodeError
+    from tka.key import Key
+    from tka.nlkeys import NLPublic
+
     text, _, votes_text = arg.partition("?")
     try:
         public = NLPublic.from_text(text)
@@ -101,12 +297,30 @@ def parse_key_arg(arg: str, position: int) -> Key:
     return Key.ed25519(public.raw, votes=votes)
 
 
+# -- output --------------------------------------------------------------------------
+
+
 def emit(data: Any, as_json: bool, text: str) -> None:
     """Print *data* as JSON (with ``--json``) or *text*."""
     if as_json:
+        import json
+
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         click.echo(text)
+
+
+def warn(message: str) -> None:
+    """A ``tka: warning:`` line on stderr."""
+    click.echo(f"tka: warning: {message}", err=True)
+
+
+def show_progress(total: int, quiet: bool) -> bool:
+    """Whether a run over *total* items shows a progress bar on stderr.
+
+    Only for long runs, only when stderr is a terminal, never with --quiet.
+    """
+    return not quiet and total >= 200 and sys.stderr.isatty()
 
 
 def err_line(message: str) -> None:

@@ -18,9 +18,7 @@ from tka.nlkeys import NodePublic
 __all__ = ["run_demo"]
 
 
-def _run(args: list[str], note: str) -> str:
-    from .main import cli
-
+def _run(cli: click.Group, args: list[str], note: str) -> str:
     click.echo("")
     click.secho(f"# {note}", fg="cyan")
     click.echo("$ tka " + " ".join(_shorten(a) for a in args))
@@ -39,35 +37,46 @@ def _shorten(arg: str) -> str:
     return re.sub(r"([0-9a-fA-F+/=]{12})[0-9a-zA-Z+/=]{20,}", r"\1…", arg)
 
 
-def run_demo(workdir: str) -> None:
-    """Run the demo with state directories under *workdir*."""
+def run_demo(workdir: str, cli: click.Group) -> None:
+    """Run the demo with state directories under *workdir*, through the command tree *cli*.
+
+    *cli* is passed in (rather than imported from ``main``) so that this
+    module does not import the module that assembles it.
+    """
     a = os.path.join(workdir, "alice")
     b = os.path.join(workdir, "bob")
     click.secho("Tailnet lock demo: two signing nodes, alice and bob, exchanging files.", bold=True)
-    key_a = _run(["lock", "--state-dir", a, "key"], "alice creates her tailnet-lock key").strip()
-    key_b = _run(["lock", "--state-dir", b, "key"], "bob creates his").strip()
+    key_a = _run(
+        cli, ["lock", "--state-dir", a, "key"], "alice creates her tailnet-lock key"
+    ).strip()
+    key_b = _run(cli, ["lock", "--state-dir", b, "key"], "bob creates his").strip()
     _run(
+        cli,
         ["lock", "--state-dir", a, "init", "--gen-disablements", "1", "--confirm", key_a, key_b],
         "alice initializes tailnet lock trusting both keys (keep the secret offline!)",
     )
     bundle = os.path.join(workdir, "alice.json")
-    _run(["lock", "--state-dir", a, "export", bundle], "alice exports her chain to a file")
+    _run(cli, ["lock", "--state-dir", a, "export", bundle], "alice exports her chain to a file")
     _run(
+        cli,
         ["lock", "--state-dir", b, "import", bundle],
         "bob imports it: he now holds the same authority",
     )
     node = NodePublic(os.urandom(32)).text()
     sig = _run(
-        ["lock", "--state-dir", b, "sign", node], "bob signs a new device's node key"
+        cli, ["lock", "--state-dir", b, "sign", node], "bob signs a new device's node key"
     ).strip()
     _run(
-        ["lock", "--state-dir", a, "check", node, sig], "alice checks the device offline: admitted"
+        cli,
+        ["lock", "--state-dir", a, "check", node, sig],
+        "alice checks the device offline: admitted",
     )
     other = NodePublic(os.urandom(32)).text()
     _run(
+        cli,
         ["lock", "--state-dir", a, "check", other, sig],
         "a different node key with that signature: refused",
     )
-    _run(["lock", "--state-dir", a, "status"], "alice's view of the authority")
+    _run(cli, ["lock", "--state-dir", a, "status"], "alice's view of the authority")
     click.echo("")
     click.secho("Done. Try 'tka lock --help' for every command.", bold=True)

@@ -1,24 +1,19 @@
-"""``tka serve``, ``tka control ...`` and the node side of ``tka lock --control URL``.
+"""``tka serve`` and ``tka control ...``.
 
-Three parts:
+Two parts:
 
 * ``tka serve``: run the control service (needs ``pip install 'tka[server]'``);
 * ``tka control ...``: admin commands (mint the admin token, create tailnets,
   register nodes and mint their tokens, list nodes and who is locked out, read
-  the lock log), over the admin API;
-* node side: ``tka lock node-key``, ``login``, ``sync``, ``rotate-node-key``,
-  and the helpers ``cli/lock.py`` calls so that, once a control URL is set,
-  init, sign, add/remove, disable and revoke-keys talk to the service the way
-  a Tailscale node does, and ``status`` syncs first.
+  the lock log), over the admin API.
 
-A node's control settings live in its state directory: ``control.json`` (the
-URL), ``node-key.json`` (its node key, 0600) and ``control-node.json`` (its
-tailnet, node ID and token, 0600).
+The node side of ``tka lock --control URL`` lives in ``cli/node.py`` (the
+helpers ``lock`` uses) and ``cli/node_control.py`` (``node-key``, ``login``,
+``sync``, ``rotate-node-key``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
@@ -26,40 +21,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tka.aum import AUM, hash_to_text
-from tka.authority import Authority, Signer
-from tka.errors import DecodeError, NotAuthorized, TKAError
-from tka.keyfile import load_private_key
-from tka.nlkeys import NLPrivate, NLPublic, NodePublic
-from tka.sig import NodeKeySignature, authorize_node_key, resign_nks, sign_direct
-from tka.state import State
-from tka.statedir import NodeState, SignatureRecord
+from tka.errors import DecodeError
+from tka.nlkeys import NLPublic, NodePublic
 
-from ._common import EXIT_USAGE, Fail, emit, fail, read_arg
-from .lock import _lock_params, _node, _passphrase
-from .lock import lock as lock_group
+from ._common import (
+    EXIT_USAGE,
+    MAX_SMALL_INPUT_BYTES,
+    emit,
+    fail,
+    global_opt,
+    read_arg,
+    read_input,
+    write_output,
+)
 
 if TYPE_CHECKING:
     # Imported where used: every 'tka' command loads this module, and most
     # never talk to a control service.
-    from tka.control.client import AdminClient, ControlClient, SyncResult
+    from tka.control.client import AdminClient
 
-__all__ = [
-    "control",
-    "control_client",
-    "control_disable",
-    "control_init",
-    "control_resign",
-    "register",
-    "serve",
-    "submit_signatures",
-    "sync_after_change",
-    "sync_for_status",
-]
-
-
-def _warn(message: str) -> None:
-    click.echo(f"tka: warning: {message}", err=True)
+__all__ = ["control", "register", "serve"]
 
 
 # -- tka serve ----------------------------------------------------------------------------
@@ -191,17 +172,19 @@ def _admin(ctx: click.Context) -> AdminClient:
     while c is not None and c.command.name != "control":
         c = c.parent
     params = c.params if c is not None else {}
-    url = params.get("control_url") or os.environ.get("TKA_CONTROL_URL")
+    url = (
+        params.get("control_url") or global_opt(ctx, "control") or os.environ.get("TKA_CONTROL_URL")
+    )
     if not url:
         fail("no control URL: pass --control URL or set TKA_CONTROL_URL", EXIT_USAGE)
     token = os.environ.get("TKA_ADMIN_TOKEN")
     path = params.get("admin_token_file") or os.environ.get("TKA_ADMIN_TOKEN_FILE")
     if path:
+        data = read_input(path, "admin token file", MAX_SMALL_INPUT_BYTES)
         try:
-            with open(path, encoding="ascii") as f:
-                token = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read admin token file {path}: {exc}", EXIT_USAGE)
+            token = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            fail(f"admin token file {path} is not ASCII text", EXIT_USAGE)
     if not token:
         fail(
             "no admin token: pass --admin-token-file or set TKA_ADMIN_TOKEN "
@@ -244,7 +227,6 @@ def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
     Example:
       tka control admin-token --store sqlite:///srv/control.db --out admin.token
     """
-    from tka._fileutil import atomic_write
     from tka.control.service import ControlService
     from tka.control.store import open_store
 
@@ -254,7 +236,7 @@ def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
     finally:
         store.close()
     if out_file:
-        atomic_write(os.path.abspath(out_file), (token + "\n").encode(), 0o600)
+        write_output(out_file, (token + "\n").encode(), secret=True)
         click.echo(f"Admin token written to {out_file}.")
     else:
         click.echo(token)
@@ -265,7 +247,12 @@ def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def create_tailnet_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Create a tailnet (tailnet lock stays off until a node initializes it)."""
+    """Create a tailnet (tailnet lock stays off until a node initializes it).
+
+    \b
+    Example:
+      tka control create-tailnet example
+    """
     out = _admin(ctx).create_tailnet(name)
     emit(out, as_json, f"Created tailnet {out['Name']}.")
 
@@ -274,7 +261,12 @@ def create_tailnet_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def tailnets_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List the tailnets."""
+    """List the tailnets.
+
+    \b
+    Example:
+      tka control tailnets --json
+    """
     out = _admin(ctx).tailnets()
     lines = [f"{t['Name']}\t{t['Status']}\t{t['Nodes']} nodes" for t in out]
     emit(out, as_json, "\n".join(lines) or "(no tailnets)")
@@ -285,7 +277,12 @@ def tailnets_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """Show a tailnet's lock status: head, trusted keys, locked-out count."""
+    """Show a tailnet's lock status: head, trusted keys, locked-out count.
+
+    \b
+    Example:
+      tka control status example
+    """
     out = _admin(ctx).status(tailnet)
     lines = [f"Tailnet {out['Name']}: lock {out['Status']}; {out['Nodes']} nodes."]
     if "Head" in out:
@@ -359,9 +356,7 @@ def register_cmd(
 def _write_credentials(out: dict[str, Any], out_file: str | None, what: str) -> None:
     text = json.dumps(out, indent=1)
     if out_file:
-        from tka._fileutil import atomic_write
-
-        atomic_write(os.path.abspath(out_file), text.encode(), 0o600)
+        write_output(out_file, text.encode(), secret=True)
         click.echo(f"{what}; credentials written to {out_file}.")
     else:
         click.echo(text)
@@ -430,12 +425,14 @@ def revoke_admin_token_cmd(ctx: click.Context, token_id: int) -> None:
 
 
 def _nodes_text(nodes: list[Any]) -> str:
-    lines = []
+    if not nodes:
+        return "(no nodes)"
+    lines = ["NODE-ID\tNAME\tNODE-KEY\tDECISION\tREASON"]
     for n in nodes:
         state = "admitted" if n.admitted else "LOCKED OUT"
         key = n.node_key.text() if n.node_key else "?"
         lines.append(f"{n.node_id}\t{n.name or '-'}\t{key}\t{state}\t{n.reason}")
-    return "\n".join(lines) or "(no nodes)"
+    return "\n".join(lines)
 
 
 @control.command("nodes")
@@ -443,7 +440,12 @@ def _nodes_text(nodes: list[Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def nodes_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """List a tailnet's nodes with the authority's decision and reason."""
+    """List a tailnet's nodes with the authority's decision and reason.
+
+    \b
+    Example:
+      tka control nodes example
+    """
     from tka.control import wire
 
     nodes = _admin(ctx).nodes(tailnet)
@@ -455,7 +457,12 @@ def nodes_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def locked_out_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
-    """List the nodes the authority does not admit, and why."""
+    """List the nodes the authority does not admit, and why.
+
+    \b
+    Example:
+      tka control locked-out example --json
+    """
     from tka.control import wire
 
     nodes = _admin(ctx).locked_out(tailnet)
@@ -467,7 +474,12 @@ def locked_out_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
 @click.option("--limit", default=50, show_default=True, help="How many updates to show.")
 @click.pass_context
 def log_cmd(ctx: click.Context, tailnet: str, limit: int) -> None:
-    """Print the tailnet's lock log in Tailscale's v1 JSON schema (for 'tka audit')."""
+    """Print the tailnet's lock log in Tailscale's v1 JSON schema (for 'tka audit').
+
+    \b
+    Example:
+      tka control log example --limit 1000 > log.json && tka audit log.json
+    """
     sys.stdout.buffer.write(_admin(ctx).log(tailnet, limit))
     sys.stdout.flush()
 
@@ -477,7 +489,12 @@ def log_cmd(ctx: click.Context, tailnet: str, limit: int) -> None:
 @click.argument("key")
 @click.pass_context
 def affected_sigs_cmd(ctx: click.Context, tailnet: str, key: str) -> None:
-    """Print the valid node-key signatures rooted in KEY (tlpub:...), one per line."""
+    """Print the valid node-key signatures rooted in KEY (tlpub:...), one per line.
+
+    \b
+    Example:
+      tka control affected-sigs example tlpub:9c..
+    """
     for s in _admin(ctx).affected_sigs(tailnet, read_arg(key)):
         click.echo(s)
 
@@ -487,352 +504,20 @@ def affected_sigs_cmd(ctx: click.Context, tailnet: str, key: str) -> None:
 @click.argument("node_id", type=int)
 @click.pass_context
 def remove_node_cmd(ctx: click.Context, tailnet: str, node_id: int) -> None:
-    """Forget a node; its token stops working."""
+    """Forget a node; its token stops working.
+
+    \b
+    Example:
+      tka control remove-node example 7
+    """
     _admin(ctx).delete_node(tailnet, node_id)
     click.echo(f"Removed node {node_id}.")
-
-
-# -- node side: helpers for cli/lock.py -------------------------------------------------------
-
-
-def control_client(ctx: click.Context, node: NodeState) -> ControlClient | None:
-    """The node's control client, or ``None`` when no control URL was ever given.
-
-    A ``--control URL`` on the ``lock`` group is saved for later commands.
-    """
-    from tka.control.client import ControlClient, NodeCredentials, NodeKeyPair
-
-    url = _lock_params(ctx).get("control")
-    if url:
-        try:
-            ControlClient(url, "", NodePublic(bytes(32)))  # checks the URL's form
-        except DecodeError as exc:
-            fail(f"--control: {exc}", EXIT_USAGE)
-        if url != node.control_url():
-            node.set_control_url(url)
-    else:
-        url = node.control_url()
-    if not url:
-        return None
-    creds = NodeCredentials.load(node.path)
-    keys = NodeKeyPair.load(node.path)
-    if creds is None or keys is None:
-        fail(
-            f"this node has no credentials for control {url}: run 'tka lock node-key', have "
-            "an admin run 'tka control register', then 'tka lock login CREDENTIALS'"
-        )
-    return ControlClient(url, creds.token, keys.public)
-
-
-def _record_sync(node: NodeState, result: SyncResult) -> None:
-    if result.disablement_secret is not None and node.disabled() is None:
-        node.set_disabled("secret", result.disablement_secret)
-
-
-def _sync(ctx: click.Context, node: NodeState, authority: Authority | None) -> SyncResult | None:
-    from tka.control.client import sync_node
-
-    client = control_client(ctx, node)
-    if client is None or node.disabled() is not None:
-        return None
-    _, result = sync_node(client, node.store, authority)
-    _record_sync(node, result)
-    return result
-
-
-def sync_after_change(node: NodeState, authority: Authority, aums: list[AUM]) -> None:
-    """Send a change just made on this node to control (when one is set).
-
-    A change that lost a fork to a concurrent one is reported as a warning:
-    every node and the service still agree on the winner.
-    """
-    ctx = click.get_current_context()
-    try:
-        result = _sync(ctx, node, authority)
-    except TKAError as exc:
-        fail(
-            f"the change is saved on this node but was not sent to control: {exc}; "
-            "run 'tka lock sync' to send it"
-        )
-    if result is None or not aums:
-        return
-    if result.control_head != aums[-1].hash and authority.head_hash != aums[-1].hash:
-        _warn(
-            "this change lost a fork to a concurrent change (by Tailscale's fork rules); "
-            f"the active head is {hash_to_text(authority.head_hash)}"
-        )
-
-
-def sync_for_status(ctx: click.Context, node: NodeState) -> None:
-    """Sync before showing status; a failure is a warning (status works offline)."""
-    try:
-        _sync(ctx, node, node.authority())
-    except (TKAError, Fail) as exc:
-        _warn(f"could not sync with control: {exc}")
-
-
-def control_init(
-    client: ControlClient, node: NodeState, state: State, priv: NLPrivate
-) -> Authority:
-    """Initialize lock through control: begin, sign every node, finish, then keep the genesis.
-
-    Nothing is stored on this node unless control accepted both steps.
-    """
-    from tka.control.client import sync_node
-    from tka.control.errors import ControlRequestError
-    from tka.storage.memory import MemoryStore
-
-    _, genesis = Authority.create(MemoryStore(), state, Signer((priv.raw,)))
-    need = client.init_begin(genesis)
-    sigs: dict[int, bytes] = {}
-    records = []
-    for info in need:
-        if info.node_public is None:
-            raise ControlRequestError(
-                f"control {client.url}: init/begin named a node without a key"
-            )
-        sig = sign_direct(priv.raw, info.node_public.raw, info.rotation_pubkey or None)
-        sigs[info.node_id] = sig.to_bytes()
-        records.append(
-            SignatureRecord(info.node_public.text(), sig.to_bytes(), priv.public().cli_text())
-        )
-    client.init_finish(sigs)
-    authority = Authority.bootstrap(node.store, genesis)
-    node.record_signatures(records)
-    try:
-        sync_node(client, node.store, authority)  # tells control this node's head
-    except TKAError as exc:
-        _warn(f"initialized, but the first sync failed: {exc}")
-    return authority
-
-
-def submit_signatures(ctx: click.Context, node: NodeState, records: list[SignatureRecord]) -> None:
-    """Send signatures made on this node to control (when one is set)."""
-    client = control_client(ctx, node)
-    if client is None:
-        return
-    for rec in records:
-        try:
-            client.sign(rec.signature)
-        except TKAError as exc:
-            fail(f"signature for {rec.node_key} is saved here but control refused it: {exc}")
-
-
-def control_resign(
-    ctx: click.Context,
-    node: NodeState,
-    priv: NLPrivate,
-    authority: Authority,
-    removed: set[bytes],
-    local: list[SignatureRecord],
-) -> list[SignatureRecord]:
-    """Before removing keys: re-sign, with this node's key, what control says they signed.
-
-    Submits the re-signatures (and *local* ones, found in this node's
-    records) to control before the removal is made, so no node is locked
-    out in between. Returns the extra records made from control's list.
-    """
-    from tka.control.errors import ControlRequestError
-
-    client = control_client(ctx, node)
-    if client is None:
-        return []
-    done = {r.node_key for r in local}
-    extra: list[SignatureRecord] = []
-    for key_id in sorted(removed):
-        for raw in client.affected_sigs(key_id):
-            try:
-                sig = NodeKeySignature.from_bytes(raw)
-                nk = NodePublic.from_binary(sig.pubkey or b"")
-                authorize_node_key(authority.state, nk.raw, sig)
-            except (DecodeError, NotAuthorized) as exc:
-                fail(f"control returned a signature that does not verify here: {exc}")
-            if sig.authorizing_key_id() != key_id or nk.text() in done:
-                continue
-            new = sign_direct(priv.raw, nk.raw, sig.wrapping_public())
-            extra.append(SignatureRecord(nk.text(), new.to_bytes(), priv.public().cli_text()))
-            done.add(nk.text())
-    for rec in local + extra:
-        try:
-            client.sign(rec.signature)
-        except ControlRequestError as exc:
-            if exc.status == 404 and rec in local:
-                continue  # a node this control plane does not know
-            fail(f"re-signing {rec.node_key} failed, nothing was removed: {exc}")
-    return extra
-
-
-def control_disable(
-    ctx: click.Context, node: NodeState, authority: Authority, secret: bytes
-) -> None:
-    """Disable lock for the whole tailnet through control (when one is set)."""
-    from tka.control.client import sync_node
-
-    client = control_client(ctx, node)
-    if client is None:
-        return
-    try:
-        # Control accepts a disablement at a head it holds: sync first.
-        _, result = sync_node(client, node.store, authority)
-        if result.disablement_secret is not None:
-            return  # already disabled through control (the caller records it)
-        client.disable(authority.head_hash, secret)
-    except TKAError as exc:
-        fail(f"control did not disable tailnet lock: {exc}")
-
-
-# -- node side: commands ------------------------------------------------------------------------
-
-
-@click.command("node-key")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def node_key_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Print this node's node key (nodekey:...), creating it on first use.
-
-    It stands for the node's WireGuard key: the key an admin registers
-    ('tka control register') and signers sign.
-    """
-    from tka.control.client import NodeKeyPair
-
-    with _node(ctx) as node:
-        pair = NodeKeyPair.load(node.path)
-        created = pair is None
-        if pair is None:
-            pair = NodeKeyPair.generate()
-            pair.save(node.path)
-    emit({"NodeKey": pair.public.text(), "Created": created}, as_json, pair.public.text())
-
-
-@click.command("login")
-@click.argument("credentials")
-@click.pass_context
-def login_cmd(ctx: click.Context, credentials: str) -> None:
-    """Keep the CREDENTIALS file an admin made ('tka control register') and sync.
-
-    Needs --control URL (saved for later commands) unless one was set before.
-
-    \b
-    Example:
-      tka lock --control http://127.0.0.1:8080 login n1.json
-    """
-    from tka.control.client import ControlClient, NodeCredentials, NodeKeyPair
-
-    try:
-        with open(credentials, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        fail(f"cannot read {credentials}: {exc.strerror}", EXIT_USAGE)
-    creds = NodeCredentials.from_json(data)
-    declared = json.loads(data).get("NodeKey")
-    with _node(ctx) as node:
-        pair = NodeKeyPair.load(node.path)
-        if pair is None:
-            fail("this node has no node key yet: run 'tka lock node-key' first")
-        if declared is not None and declared != pair.public.text():
-            fail("the credentials are for another node key than this node's")
-        url = _lock_params(ctx).get("control") or node.control_url()
-        if not url:
-            fail("no control URL: pass --control URL", EXIT_USAGE)
-        client = ControlClient(url, creds.token, pair.public)
-        client.map()  # the token works, or this fails with the service's reason
-        creds.save(node.path)
-        if url != node.control_url():
-            node.set_control_url(url)
-        result = _sync(ctx, node, node.authority())
-    what = f"; {result.action}" if result is not None else ""
-    click.echo(f"Logged in to {url} as node {creds.node_id} of tailnet {creds.tailnet}{what}.")
-
-
-@click.command("sync")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def sync_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Sync this node's AUMs with control now (bootstrap, offer, send).
-
-    \b
-    Example:
-      tka lock sync
-    """
-    with _node(ctx) as node:
-        if control_client(ctx, node) is None:
-            fail("no control URL: pass --control URL", EXIT_USAGE)
-        if node.disabled() is not None:
-            emit({"Action": "disabled"}, as_json, "Tailnet lock is disabled on this node.")
-            return
-        result = _sync(ctx, node, node.authority())
-    assert result is not None
-    doc = {
-        "Action": result.action,
-        "Head": hash_to_text(result.head) if result.head else None,
-        "ControlHead": hash_to_text(result.control_head) if result.control_head else None,
-        "Received": result.received,
-        "Sent": result.sent,
-    }
-    head = f"; head {doc['Head']}" if doc["Head"] else ""
-    emit(doc, as_json, f"Sync: {result.action}, {result.received} in, {result.sent} out{head}.")
-    if result.action.endswith("synced") and not result.agreed:
-        _warn("the service ended on another head: run 'tka lock sync' again")
-
-
-@click.command("rotate-node-key")
-@click.option(
-    "--rotation-key",
-    "rotation_key_file",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="File holding the node's rotation private key (nlpriv:...).",
-)
-@click.pass_context
-def rotate_node_key_cmd(ctx: click.Context, rotation_key_file: str) -> None:
-    """Move this node to a fresh node key, re-signed with its rotation key.
-
-    The new signature wraps the current one (a rotation signature), so no
-    signing node is needed and the node stays admitted.
-
-    \b
-    Example:
-      tka lock rotate-node-key --rotation-key rot.key
-    """
-    from tka.control.client import NodeKeyPair
-
-    rot = load_private_key(rotation_key_file, _passphrase(_lock_params(ctx).get("passphrase_file")))
-    with _node(ctx) as node:
-        client = control_client(ctx, node)
-        if client is None:
-            fail("no control URL: pass --control URL", EXIT_USAGE)
-        old = NodeKeyPair.load(node.path)
-        assert old is not None  # control_client checked
-        me = client.map().node
-        if me is None or not me.key_signature:
-            fail("control holds no signature for this node: have a signer sign it first")
-        new = NodeKeyPair.generate()
-        sig = resign_nks(rot.raw, new.public.raw, me.key_signature)
-        authority = node.authority()
-        if authority is not None:
-            try:
-                authorize_node_key(authority.state, new.public.raw, sig)
-            except NotAuthorized as exc:
-                fail(f"the rotation signature would not admit the new key: {exc}")
-        # Keep the new key before control switches to it, so a crash cannot
-        # leave control on a key this node lost; put the old one back if
-        # control refuses.
-        new.save(node.path)
-        try:
-            client.rotate(new.public, sig)
-        except BaseException:
-            old.save(node.path)
-            raise
-    click.echo(f"Rotated to {new.public.text()}.")
-    click.echo(base64.b64encode(sig).decode())
 
 
 # -- registration ------------------------------------------------------------------------------
 
 
 def register(cli: click.Group) -> None:
-    """Add ``serve``, ``control`` and the node-side ``lock`` commands to *cli*."""
+    """Add ``serve`` and ``control`` to *cli*."""
     cli.add_command(serve)
     cli.add_command(control)
-    for cmd in (node_key_cmd, login_cmd, sync_cmd, rotate_node_key_cmd):
-        lock_group.add_command(cmd)

@@ -106,3 +106,56 @@ def test_a_peer_that_syncs_follows_the_revocation() -> None:
     peer.inform(peer_store, missing_aums(authority, store, sync_offer(peer, peer_store)))
     assert peer.head_hash == authority.head_hash
     assert not peer.key_trusted(PUBS[0])
+
+
+def test_a_signer_not_trusted_at_the_fork_point_or_being_revoked_is_refused() -> None:
+    from tka.errors import NotAuthorized
+    from tka.revocation import recovery_signers
+
+    store, authority = _setup()
+    # EVIL was added after the fork point (genesis): it cannot start or co-sign.
+    with pytest.raises(NotAuthorized, match="not trusted at the fork point"):
+        make_retroactive_revocation(authority, store, [PUBS[0]], EVIL)
+    with pytest.raises(UsageError, match="among the keys to revoke"):
+        make_retroactive_revocation(authority, store, [PUBS[0]], PUBS[0])
+    aum = make_retroactive_revocation(authority, store, [PUBS[0]], PUBS[1])
+    aum = aum.with_signatures(Signer((SEEDS[1],)).sign_aum(aum.sig_hash))
+    with pytest.raises(NotAuthorized, match="being revoked"):
+        cosign_recovery(aum, Signer((SEEDS[0],)), authority, store)
+    with pytest.raises(NotAuthorized, match="not trusted at the fork point"):
+        cosign_recovery(aum, Signer((b"\x66" * 32,)), authority, store)
+    # A file carrying such a signature (made without the checks) never counts it.
+    tainted = cosign_recovery(aum, Signer((SEEDS[0],)))
+    signers = recovery_signers(authority, store, tainted)
+    assert [(s.votes, s.problem) for s in signers] == [
+        (1, None),
+        (0, "is being revoked by this recovery"),
+    ]
+    verdict = check_recovery(authority, store, tainted)
+    assert not verdict.wins and verdict.weight == 1
+    with pytest.raises(NotAuthorized, match="being revoked"):
+        finish_recovery(authority, store, tainted)
+
+
+def test_keys_added_by_a_revoked_key_are_named_and_can_be_revoked_with_it() -> None:
+    from tka.revocation import plan_revocation
+
+    store, authority = _setup()
+    # EVIL (added by the compromised key 0) adds one more key: both are its doing.
+    extra = ed25519.public_from_seed(b"\x77" * 32)
+    b = UpdateBuilder(authority, Signer((b"\x66" * 32,)))
+    b.add_key(Key.ed25519(extra))
+    authority.inform(store, b.finalize(store))
+    plan = plan_revocation(authority, store, [PUBS[0]], PUBS[1])
+    assert [(a.key_id, a.by) for a in plan.added] == [(EVIL, PUBS[0]), (extra, EVIL)]
+    assert plan.revoked == (PUBS[0],)
+    full = plan_revocation(authority, store, [PUBS[0]], PUBS[1], with_added=True)
+    assert set(full.revoked) == {PUBS[0], EVIL, extra}
+    aum = cosign_recovery(
+        full.aum.with_signatures(Signer((SEEDS[1],)).sign_aum(full.aum.sig_hash)),
+        Signer((SEEDS[2],)),
+        authority,
+        store,
+    )
+    finish_recovery(authority, store, aum)
+    assert {k.key_id for k in authority.keys} == {PUBS[1]}

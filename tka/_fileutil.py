@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -34,6 +33,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, prefix: str = ".tmp-
     *prefix* plus random characters, so a reader can recognise leftovers of
     an interrupted write.
     """
+    import tempfile  # here: read-only commands ('tka lock status') never need it
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:

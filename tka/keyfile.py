@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 import stat
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from tka._fileutil import atomic_write
 from tka.errors import DecodeError, StorageError, UsageError
 from tka.nlkeys import NLPrivate
@@ -21,6 +18,9 @@ from tka.nlkeys import NLPrivate
 __all__ = ["check_private_file_mode", "load_private_key", "save_private_key"]
 
 _PEM_MARKER = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+#: A key file is a line of text or one small PEM block: anything larger is
+#: not a key file, and is refused before it is read.
+MAX_KEY_FILE_BYTES = 16 * 1024
 
 
 def check_private_file_mode(path: str) -> None:
@@ -45,6 +45,10 @@ def save_private_key(path: str, key: NLPrivate, passphrase: bytes | None = None)
     if passphrase is not None:
         if not passphrase:
             raise UsageError("the passphrase is empty")
+        # Imported here: only encrypted keys need it, and it is slow to load.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         priv = Ed25519PrivateKey.from_private_bytes(key.seed)
         data = priv.private_bytes(
             serialization.Encoding.PEM,
@@ -59,9 +63,14 @@ def save_private_key(path: str, key: NLPrivate, passphrase: bytes | None = None)
 def load_private_key(path: str, passphrase: bytes | None = None) -> NLPrivate:
     """Read the private key at *path*, checking its permissions first."""
     check_private_file_mode(path)
+    if os.path.getsize(path) > MAX_KEY_FILE_BYTES:
+        raise DecodeError(f"private key file {path} is too large to be a key file")
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(MAX_KEY_FILE_BYTES + 1)
     if data.lstrip().startswith(_PEM_MARKER):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         if passphrase is None:
             raise UsageError(
                 f"private key file {path} is encrypted: pass --passphrase-file "

@@ -9,6 +9,8 @@ Layout (everything written atomically; the directory is locked while in use)::
     <dir>/signatures.json       node-key signatures this node made or recorded
     <dir>/disabled.json         present once tailnet lock is disabled on this node (0600)
     <dir>/control.json          the control URL this node syncs with, once set
+    <dir>/old-chain-<time>/     a chain (and its disabled.json) set aside when a new
+                                authority replaced a disabled one
 
 A second process that wants the same directory waits for the lock up to a
 timeout and then gets a clear error: two writers never interleave.
@@ -17,18 +19,23 @@ timeout and then gets a clear error: two writers never interleave.
 from __future__ import annotations
 
 import base64
-import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tka._fileutil import atomic_write, locked
-from tka.authority import Authority
 from tka.errors import DecodeError, StorageError, UsageError
-from tka.keyfile import load_private_key, save_private_key
-from tka.nlkeys import NLPrivate, NLPublic
+
+if TYPE_CHECKING:
+    # Imported where used: 'tka lock status' reads a node without loading
+    # the verification machinery (Ed25519, the authority engine).
+    from tka.aum import AUM
+    from tka.authority import Authority
+    from tka.nlkeys import NLPrivate, NLPublic
+    from tka.state import State
 
 __all__ = ["NodeState", "SignatureRecord"]
 
@@ -86,14 +93,17 @@ class NodeState(AbstractContextManager["NodeState"]):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._close_store()
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def _close_store(self) -> None:
         if self._store is not None:
             close = getattr(self._store, "close", None)
             if callable(close):
                 close()
             self._store = None
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -103,7 +113,7 @@ class NodeState(AbstractContextManager["NodeState"]):
         path = self._file(name)
         try:
             with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+                data = _json().load(f)
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -120,6 +130,9 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def create_key(self, passphrase: bytes | None = None) -> NLPrivate:
         """Generate and store this node's tailnet-lock key (refuses to replace one)."""
+        from tka.keyfile import save_private_key
+        from tka.nlkeys import NLPrivate
+
         key = NLPrivate.generate()
         save_private_key(self._file(KEY_FILE), key, passphrase)
         atomic_write(self._file(PUB_FILE), (key.public().cli_text() + "\n").encode(), 0o644)
@@ -131,10 +144,28 @@ class NodeState(AbstractContextManager["NodeState"]):
             raise UsageError(
                 f"no tailnet-lock key in {self.path}: run 'tka lock key' to create one"
             )
+        from tka.keyfile import load_private_key
+
         return load_private_key(self._file(KEY_FILE), passphrase)
+
+    def public_key_text(self) -> str | None:
+        """This node's ``tlpub:`` key as stored, ``None`` when it has none (no crypto loaded)."""
+        try:
+            with open(self._file(PUB_FILE), encoding="ascii") as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            text = ""
+        body = text[len("tlpub:") :]
+        if not text.startswith("tlpub:") or len(body) != 64 or body.strip("0123456789abcdef"):
+            raise StorageError(f"{self._file(PUB_FILE)} does not hold a tlpub: key")
+        return text
 
     def public_key(self) -> NLPublic:
         """This node's public key (read without the passphrase)."""
+        from tka.nlkeys import NLPublic
+
         try:
             with open(self._file(PUB_FILE), encoding="ascii") as f:
                 return NLPublic.from_text(f.read().strip())
@@ -158,9 +189,32 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def authority(self) -> Authority | None:
         """The authority in the store, or ``None`` when tailnet lock was never initialized."""
+        from tka.authority import Authority
+
         if not os.path.isdir(self._file(STORE_DIR)) or not self.store.heads():
             return None
         return Authority.open(self.store)
+
+    def head_state(self) -> tuple[AUM, State] | None:
+        """The head AUM and the state there, as :meth:`authority` finds them.
+
+        For a read-only view (``tka lock status``): it computes the same
+        active chain as :meth:`~tka.authority.Authority.open` without
+        loading the authority engine. ``None`` when never initialized.
+        """
+        from tka.chain import compute_active_chain
+        from tka.errors import TKAError
+        from tka.limits import MAX_SCAN_ITERATIONS
+
+        if not os.path.isdir(self._file(STORE_DIR)) or not self.store.heads():
+            return None
+        try:
+            c = compute_active_chain(
+                self.store, self.store.last_active_ancestor(), MAX_SCAN_ITERATIONS
+            )
+        except TKAError as exc:
+            raise type(exc)(f"active chain: {exc}") from None
+        return c.head, c.state
 
     def require_authority(self) -> Authority:
         """The authority; a clear error when there is none."""
@@ -183,7 +237,34 @@ class NodeState(AbstractContextManager["NodeState"]):
         data: dict[str, Any] = {"how": how}
         if secret is not None:
             data["secret"] = secret.hex()
-        atomic_write(self._file(DISABLED_FILE), json.dumps(data).encode(), mode=0o600)
+        atomic_write(self._file(DISABLED_FILE), _json().dumps(data).encode(), mode=0o600)
+
+    def clear_local_disable(self) -> bool:
+        """Undo ``local-disable``; ``False`` when lock was not locally disabled."""
+        disabled = self.disabled()
+        if disabled is None or disabled.get("how") != "local":
+            return False
+        os.unlink(self._file(DISABLED_FILE))
+        return True
+
+    def archive_chain(self) -> str:
+        """Move the chain and the disablement record aside so that a new authority can start.
+
+        Used once tailnet lock was disabled by a secret and a new authority
+        comes (a fresh ``init`` here, an import or a sync of another
+        genesis). Nothing is deleted: the old chain stays readable (``tka
+        audit``) in the returned directory.
+        """
+        import shutil
+
+        self._close_store()
+        dest = self._file(f"old-chain-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        os.makedirs(dest, mode=0o700)
+        for name in (STORE_DIR, DISABLED_FILE):
+            src = self._file(name)
+            if os.path.exists(src):
+                shutil.move(src, os.path.join(dest, name))
+        return dest
 
     # -- signatures ------------------------------------------------------------
 
@@ -216,7 +297,7 @@ class NodeState(AbstractContextManager["NodeState"]):
                 for r in sorted(by_node.values(), key=lambda r: r.node_key)
             ],
         }
-        atomic_write(self._file(SIGNATURES_FILE), json.dumps(doc, indent=1).encode(), 0o644)
+        atomic_write(self._file(SIGNATURES_FILE), _json().dumps(doc, indent=1).encode(), 0o644)
 
     # -- control ---------------------------------------------------------------
 
@@ -227,7 +308,14 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def set_control_url(self, url: str) -> None:
         """Save the control URL for later commands."""
-        atomic_write(self._file(CONTROL_FILE), json.dumps({"url": url}).encode(), 0o600)
+        atomic_write(self._file(CONTROL_FILE), _json().dumps({"url": url}).encode(), 0o600)
+
+
+def _json() -> Any:
+    """The json module, imported on first use: a read-only command may never need it."""
+    import json
+
+    return json
 
 
 def iter_lines(path: str) -> Iterator[str]:
