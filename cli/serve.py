@@ -402,11 +402,17 @@ def remint_token_cmd(ctx: click.Context, tailnet: str, node_id: int, out_file: s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def admin_tokens_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List the admin tokens: ID, creation time, label (never the secret)."""
+    """List the admin tokens: ID, creation time, label (never the secret).
+
+    \b
+    Example:
+      tka control admin-tokens --json
+    """
     import datetime
 
     out = _admin(ctx).admin_tokens()
-    lines = [
+    lines = ["ID\tCREATED\tLABEL"] if out else []
+    lines += [
         f"{t['ID']}\t"
         f"{datetime.datetime.fromtimestamp(t['Created'], datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\t"
         f"{t['Label'] or '-'}"
@@ -419,7 +425,12 @@ def admin_tokens_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.argument("token_id", type=click.IntRange(min=0))
 @click.pass_context
 def revoke_admin_token_cmd(ctx: click.Context, token_id: int) -> None:
-    """Revoke admin token TOKEN_ID (see 'admin-tokens'); it stops working at once."""
+    """Revoke admin token TOKEN_ID (see 'admin-tokens'); it stops working at once.
+
+    \b
+    Example:
+      tka control revoke-admin-token 2
+    """
     _admin(ctx).revoke_admin_token(token_id)
     click.echo(f"Revoked admin token {token_id}.")
 

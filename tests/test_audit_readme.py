@@ -96,7 +96,7 @@ def test_the_hosted_tailscale_cron_line_runs_as_written(tmp_path: Path) -> None:
 
 def test_the_tka_serve_cron_line_runs_as_written(tmp_path: Path) -> None:
     pytest.importorskip("uvicorn")
-    from tka_server.testing import ServerProcess, tka_command
+    from _server_harness import ServerProcess, tka_command
 
     (line,) = [ln for ln in _cron_lines() if "tka control log" in ln]
     tailnet = line.split("tka control log ", 1)[1].split()[0]
@@ -123,7 +123,7 @@ def test_the_tka_serve_cron_line_runs_as_written(tmp_path: Path) -> None:
         node_key = run("lock", "--state-dir", node, "node-key").strip()
         run("control", "create-tailnet", tailnet)
         cred = str(tmp_path / "n1.json")
-        run("control", "register", tailnet, node_key, "--nl-key", key, "--out", cred)
+        run("control", "register", tailnet, node_key, "--nl-key", key, "--may-init", "--out", cred)
         run("lock", "--state-dir", node, "--control", server.url, "login", cred)
         run("lock", "--state-dir", node, "init", "--gen-disablements", "2", "--confirm", key)
         watch = tmp_path / "watch"

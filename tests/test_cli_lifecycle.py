@@ -480,6 +480,10 @@ CONTROL_COMMANDS = [
     "log",
     "affected-sigs",
     "remove-node",
+    "allow-init",
+    "remint-token",
+    "admin-tokens",
+    "revoke-admin-token",
 ]
 
 
@@ -571,6 +575,7 @@ class Control:
             nk,
             "--name",
             name,
+            "--may-init",
             *extra,
             "--out",
             str(cred),
