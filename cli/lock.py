@@ -27,7 +27,7 @@ from tka.authkey import decode_wrapped_authkey, wrap_authkey
 from tka.authority import Authority, Signer
 from tka.builder import KeySetWarning, UpdateBuilder
 from tka.bundle import Bundle, export_bundle, import_bundle
-from tka.errors import DecodeError, NotAuthorized, TKAError
+from tka.errors import DecodeError, TKAError
 from tka.key import Key
 from tka.keyfile import load_private_key, save_private_key
 from tka.lockjson import log_walk_storage, render_log, render_status
@@ -564,26 +564,28 @@ def check_cmd(ctx: click.Context, node_key: str, signature: str, as_json: bool) 
     raw = _parse_signature(read_arg(signature))
     with _node(ctx) as node:
         authority = _require_enabled(node)
-    try:
-        details = authorize_node_key(authority.state, nk.raw, raw)
-    except NotAuthorized as exc:
+    from tka.admission import decide  # the control plane's admission engine, offline
+
+    decision = decide(authority.state, nk.raw, raw)
+    if not decision.admitted:
+        reason = decision.reason.removeprefix("locked out: ")
         emit(
-            {"NodeKey": nk.text(), "Admitted": False, "Reason": str(exc)},
+            {"NodeKey": nk.text(), "Admitted": False, "Reason": reason},
             as_json,
-            f"not admitted: {exc}",
+            f"not admitted: {reason}",
         )
         raise click.exceptions.Exit(EXIT_REFUSED) from None
-    sig = NodeKeySignature.from_bytes(raw)
-    root = f"tlpub:{sig.authorizing_key_id().hex()}"
+    assert decision.signing_key is not None  # admitted, so the root decoded
+    root = f"tlpub:{decision.signing_key.hex()}"
     doc: dict[str, Any] = {
         "NodeKey": nk.text(),
         "Admitted": True,
         "SigningKey": root,
-        "Kind": sig.kind_name,
+        "Kind": decision.kind,
     }
-    if details is not None:
-        doc["PrevNodeKeys"] = [NodePublic(k).text() for k in details.prev_node_keys]
-    emit(doc, as_json, f"admitted: signed by {root} ({sig.kind_name})")
+    if decision.kind == "rotation":
+        doc["PrevNodeKeys"] = [NodePublic(k).text() for k in decision.prev_node_keys]
+    emit(doc, as_json, f"admitted: signed by {root} ({decision.kind})")
 
 
 @lock.command("resign")
