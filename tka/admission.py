@@ -34,6 +34,7 @@ Nothing here does I/O; nodes are handed in as :class:`NodeRecord` values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -177,6 +178,20 @@ def node_text(node_key: bytes) -> str:
     return NodePublic(node_key).text()
 
 
+# Most nodes share their root key and kind, so their decisions are equal:
+# one object each, made once (a first evaluation of many nodes builds
+# these under the GIL while other threads verify).
+@functools.lru_cache(maxsize=1024)
+def _untrusted(root: bytes, kind: str) -> Decision:
+    why = f"its {kind} signature is by {_tlpub(root)}, a key the authority does not trust"
+    return Decision(False, f"locked out: {why}", root, kind)
+
+
+@functools.lru_cache(maxsize=1024)
+def _admitted(root: bytes, kind: str) -> Decision:
+    return Decision(True, f"admitted: {kind} signature by {_tlpub(root)}", root, kind)
+
+
 def _refused(reason: str, root: bytes | None = None, kind: str = "") -> Checked:
     d = Decision(False, f"locked out: {reason}", root, kind)
     return Checked(None, d, d)
@@ -211,13 +226,7 @@ def check(
         root = sig.authorizing_key_id()
     except NotAuthorized as exc:
         return _refused(f"its {kind} signature does not verify: {exc}", None, kind)
-    untrusted = Decision(
-        False,
-        f"locked out: its {kind} signature is by {_tlpub(root)}, "
-        "a key the authority does not trust",
-        root,
-        kind,
-    )
+    untrusted = _untrusted(root, kind)
     try:
         # A trusted Ed25519 key's ID is its public key, so this is the check
         # NodeKeyAuthorized makes once it has found the key.
@@ -231,8 +240,7 @@ def check(
         bad = Decision(False, f"locked out: {exc}", root, kind)
         return Checked(root, bad, untrusted)
     if details is None:
-        ok = Decision(True, f"admitted: {kind} signature by {_tlpub(root)}", root, kind)
-        return Checked(root, ok, untrusted)
+        return Checked(root, _admitted(root, kind), untrusted)
     chain_root = None
     initial = details.initial_sig
     if initial is not None and initial.sig_kind == SigKind.DIRECT:
