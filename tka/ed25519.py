@@ -44,6 +44,7 @@ lives in the test suite as an independent third opinion.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Final
 
 import ed25519_zebra
@@ -304,16 +305,7 @@ def verify_zip215_threaded(public: bytes, message: bytes, signature: bytes) -> b
     ed25519-zebra decides the rest. One thread: slightly slower than
     :func:`verify_zip215`; several: they verify at the same time.
     """
-    if _FAILURES:
-        raise _library_error()
-    if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
-        return False
-    public, message, signature = bytes(public), bytes(message), bytes(signature)
-    try:
-        _sodium_open(signature + message, public)
-    except _BadSignature:
-        return bool(_zebra_verify(signature, message, public))
-    return True
+    return _sodium_then(_zebra, public, message, signature)
 
 
 def verify_go_stdlib(public: bytes, message: bytes, signature: bytes) -> bool:
@@ -325,6 +317,13 @@ def verify_go_stdlib(public: bytes, message: bytes, signature: bytes) -> bool:
     :class:`Ed25519LibraryError`, when the import-time known-answer checks
     failed.
     """
+    return _sodium_then(_openssl, public, message, signature)
+
+
+def _sodium_then(
+    decide: Callable[[bytes, bytes, bytes], bool], public: bytes, message: bytes, signature: bytes
+) -> bool:
+    """libsodium's acceptance (which implies both rules), else *decide*'s verdict."""
     if _FAILURES:
         raise _library_error()
     if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
@@ -333,7 +332,7 @@ def verify_go_stdlib(public: bytes, message: bytes, signature: bytes) -> bool:
     try:
         _sodium_open(signature + message, public)
     except _BadSignature:
-        return _openssl(public, message, signature)
+        return decide(public, message, signature)
     return True
 
 
