@@ -569,3 +569,11 @@ def test_sizes() -> None:
 def test_sha512_challenge_is_mod_l() -> None:
     digest = hashlib.sha512(b"R" * 32 + b"A" * 32 + b"m").digest()
     assert _challenge(b"R" * 32, b"A" * 32, b"m") == int.from_bytes(digest, "little") % _L
+
+
+def test_verifiers_take_any_bytes_like_input() -> None:
+    seed = bytes(range(32))
+    public, signature = ed25519.public_from_seed(seed), ed25519.sign(seed, b"m")
+    for verify in (ed25519.verify_zip215, ed25519.verify_zip215_threaded, ed25519.verify_go_stdlib):
+        assert verify(bytearray(public), memoryview(b"m"), bytearray(signature))
+        assert not verify(bytearray(public), memoryview(b"n"), bytearray(signature))

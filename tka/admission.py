@@ -192,6 +192,11 @@ def _admitted(root: bytes, kind: str) -> Decision:
     return Decision(True, f"admitted: {kind} signature by {_tlpub(root)}", root, kind)
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(root: bytes) -> Key:
+    return Key.ed25519(root)
+
+
 def _refused(reason: str, root: bytes | None = None, kind: str = "") -> Checked:
     d = Decision(False, f"locked out: {reason}", root, kind)
     return Checked(None, d, d)
@@ -230,7 +235,7 @@ def check(
     try:
         # A trusted Ed25519 key's ID is its public key, so this is the check
         # NodeKeyAuthorized makes once it has found the key.
-        sig.verify(node_key, Key.ed25519(root), verify_zip215)
+        sig.verify(node_key, _key(root), verify_zip215)
         details = sig.rotation_details()
     except NotAuthorized as exc:
         why = f"locked out: its {kind} signature does not verify: {exc}"
@@ -422,10 +427,10 @@ class Admission:
             return [check(nk, sig) for nk, sig in pairs]
         pool, workers = self._pool()
         size = max(1, -(-len(pairs) // (workers * max(1, chunks_per_worker))))
-        futures = [
-            pool.submit(_check_chunk, pairs[i : i + size]) for i in range(0, len(pairs), size)
-        ]
-        out: list[Checked] = []
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        futures = [pool.submit(_check_chunk, c) for c in chunks[1:]]
+        # The calling thread takes the first chunk rather than wait idle.
+        out = _check_chunk(chunks[0])
         for f in futures:
             out.extend(f.result())
         return out

@@ -292,8 +292,12 @@ def verify_zip215(public: bytes, message: bytes, signature: bytes) -> bool:
         raise _library_error()
     if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    # The bindings take exactly bytes (not bytearray or memoryview).
-    return bool(_zebra_verify(bytes(signature), bytes(message), bytes(public)))
+    try:
+        verdict: bool = _zebra_verify(signature, message, public)
+    except TypeError:
+        # The bindings take exactly bytes, not bytearray or memoryview.
+        verdict = _zebra_verify(bytes(signature), bytes(message), bytes(public))
+    return verdict
 
 
 def verify_zip215_threaded(public: bytes, message: bytes, signature: bytes) -> bool:
