@@ -68,7 +68,7 @@ if str(ROOT) not in sys.path:
 
 import cbor2  # noqa: E402
 import ed25519_zebra  # noqa: E402
-import nacl.bindings  # noqa: E402
+import nacl._sodium  # noqa: E402
 from argon2.low_level import Type, hash_secret_raw  # noqa: E402
 
 from tka import ed25519  # noqa: E402
@@ -314,10 +314,14 @@ def _const(value: T) -> Callable[[], T]:
 
 
 def _sodium_verify(triples: list[tuple[bytes, bytes]]) -> None:
-    # libsodium's crypto_sign_open: what tka.ed25519 asks first on worker
-    # threads and for Go's rule (it releases the GIL).
+    # libsodium's crypto_sign_open, the bare C call with one output buffer:
+    # what tka.ed25519 asks first on worker threads and for Go's rule (cffi
+    # releases the GIL during the call).
+    out = nacl._sodium.ffi.new("unsigned char[]", 4096)
+    length = nacl._sodium.ffi.new("unsigned long long *")
+    sodium_open = nacl._sodium.lib.crypto_sign_open
     for public, signed in triples:
-        nacl.bindings.crypto_sign_open(signed, public)
+        assert sodium_open(out, length, signed, len(signed), public) == 0
 
 
 def _zebra_verify(triples: list[tuple[bytes, bytes]]) -> None:
@@ -333,7 +337,7 @@ def _place_verify(places: list[tuple[str, bytes, bytes]]) -> None:
         if rule == "zip215":
             assert ed25519_zebra.ed_verify(signed[:64], signed[64:], public)
         else:
-            nacl.bindings.crypto_sign_open(signed, public)
+            _sodium_verify([(public, signed)])
 
 
 def _raw_roundtrip(data: bytes) -> bytes:

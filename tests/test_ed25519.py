@@ -93,7 +93,7 @@ def test_fast_path_claim_holds_on_every_vector() -> None:
 
 
 def test_libsodium_refuses_much_that_the_rules_accept() -> None:
-    # Why the slow path exists at all: libsodium refuses every small-order
+    # Why libsodium cannot decide alone: it refuses every small-order
     # vector, including ones both Go verifiers accept.
     refused_but_valid = [
         c["name"] for c in SIZED if c["zip215_valid"] and not _libsodium_accepts(*_triple(c))
