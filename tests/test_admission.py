@@ -224,3 +224,26 @@ def test_cache_is_bounded() -> None:
 def test_trusted_key_ids() -> None:
     authority, _ = _authority()
     assert trusted_key_ids(authority.state) == frozenset(PUBS[:2])
+
+
+def test_reevaluation_applies_the_rotation_rule_on_both_heads() -> None:
+    authority, store = _authority()
+    rotation_public = ed25519.public_from_seed(ROTATION_SEED)
+    direct = sign_direct(SEEDS[1], _node_key(0), rotation_public)
+    rotated = sign_rotation(ROTATION_SEED, _node_key(1), direct)
+    nodes = [
+        NodeRecord(1, _node_key(0), direct.to_bytes()),  # superseded by node 2's rotation
+        NodeRecord(2, _node_key(1), rotated.to_bytes()),
+        NodeRecord(3, _node_key(2), sign_direct(SEEDS[0], _node_key(2)).to_bytes()),
+    ]
+    adm = Admission()
+    same = adm.reevaluate(authority, authority, nodes)
+    assert not same.changed
+    assert [d.admitted for d in same.decisions] == [False, True, True]
+    assert same.decisions[0].superseded and "supersedes" in same.decisions[0].reason
+    before = Authority(authority.head, authority.oldest_ancestor, authority.state)
+    _remove_key(authority, store, PUBS[1])  # the root of nodes 1 and 2
+    removed = adm.reevaluate(before, authority, nodes)
+    # Node 1 was already out (superseded); only node 2 changes.
+    assert [d.node.node_id for d in removed.newly_locked_out] == [2]
+    assert not removed.newly_admitted

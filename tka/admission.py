@@ -320,12 +320,19 @@ def _superseded(nodes: Sequence[NodeRecord], decisions: Sequence[Decision]) -> s
     return obsolete
 
 
+def _under(
+    nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
+) -> tuple[list[Decision], set[bytes]]:
+    """Each node's own decision under *trusted*, and the node keys rotations supersede."""
+    decisions = [c.if_trusted if c.root in trusted else c.if_untrusted for c in checked]
+    return decisions, _superseded(nodes, decisions)
+
+
 def _node_decisions(
     nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
 ) -> list[NodeDecision]:
     """Every node's decision under *trusted*, superseded rotations marked."""
-    decisions = [c.if_trusted if c.root in trusted else c.if_untrusted for c in checked]
-    obsolete = _superseded(nodes, decisions)
+    decisions, obsolete = _under(nodes, checked, trusted)
     if not obsolete:
         return list(map(NodeDecision, nodes, decisions))
     return [
@@ -338,10 +345,7 @@ def _admitted_flags(
     nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
 ) -> list[bool]:
     """Whether each node is admitted under *trusted*, without building NodeDecisions."""
-    decisions = [c.if_trusted if c.root in trusted else c.if_untrusted for c in checked]
-    obsolete = _superseded(nodes, decisions)
-    if not obsolete:
-        return [d.admitted for d in decisions]
+    decisions, obsolete = _under(nodes, checked, trusted)
     return [
         d.admitted and n.node_key not in obsolete for n, d in zip(nodes, decisions, strict=True)
     ]
