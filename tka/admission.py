@@ -89,8 +89,7 @@ class Decision:
     wrapping (rotation) key, which identifies the chain across rotations."""
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
+class Checked(NamedTuple):
     """The crypto verdict on a (node key, signature) pair: true under any head.
 
     ``root`` is ``None`` when the signature cannot be admitted whatever the
