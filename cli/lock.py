@@ -751,34 +751,34 @@ def check_cmd(ctx: click.Context, node_key: str, signature: str, as_json: bool) 
     Example:
       tka lock check nodekey:3c.. "$(cat sig.b64)" --json
     """
-    from tka.errors import NotAuthorized
     from tka.nlkeys import NodePublic
-    from tka.sig import NodeKeySignature, authorize_node_key
 
     nk = _parse_node_key(read_arg(node_key))
     raw = _parse_signature(read_arg(signature))
     with open_node(ctx) as node:
         authority = _require_enabled(ctx, node)
-    try:
-        details = authorize_node_key(authority.state, nk.raw, raw)
-    except NotAuthorized as exc:
+    from tka.admission import decide  # the control plane's admission engine, offline
+
+    decision = decide(authority.state, nk.raw, raw)
+    if not decision.admitted:
+        reason = decision.reason.removeprefix("locked out: ")
         emit(
-            {"NodeKey": nk.text(), "Admitted": False, "Reason": str(exc)},
+            {"NodeKey": nk.text(), "Admitted": False, "Reason": reason},
             as_json,
-            f"not admitted: {exc}",
+            f"not admitted: {reason}",
         )
         raise click.exceptions.Exit(EXIT_REFUSED) from None
-    sig = NodeKeySignature.from_bytes(raw)
-    root = f"tlpub:{sig.authorizing_key_id().hex()}"
+    assert decision.signing_key is not None  # admitted, so the root decoded
+    root = f"tlpub:{decision.signing_key.hex()}"
     doc: dict[str, Any] = {
         "NodeKey": nk.text(),
         "Admitted": True,
         "SigningKey": root,
-        "Kind": sig.kind_name,
+        "Kind": decision.kind,
     }
-    if details is not None:
-        doc["PrevNodeKeys"] = [NodePublic(k).text() for k in details.prev_node_keys]
-    emit(doc, as_json, f"admitted: signed by {root} ({sig.kind_name})")
+    if decision.kind == "rotation":
+        doc["PrevNodeKeys"] = [NodePublic(k).text() for k in decision.prev_node_keys]
+    emit(doc, as_json, f"admitted: signed by {root} ({decision.kind})")
 
 
 @lock.command("resign")

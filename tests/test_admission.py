@@ -1,14 +1,17 @@
-"""Admission verdicts for control planes: correct, cached per head, re-evaluated in bulk."""
+"""The admission engine: Go's verdicts, signatures verified once, head changes as set lookups."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tka import ed25519
-from tka.admission import AdmissionCache, Verdict, admission_pool, evaluate, evaluate_many
+from tka.admission import Admission, NodeRecord, check, decide, trusted_key_ids
 from tka.aum import AUM, AUMKind
 from tka.authority import Authority, Signer
 from tka.errors import NotAuthorized
@@ -66,102 +69,181 @@ def _cases() -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _expected(state: State, node_key: bytes, sig: bytes) -> Verdict:
+def _go_verdict(state: State, node_key: bytes, sig: bytes) -> tuple[bool, bytes | None]:
+    """tka.sig.authorize_node_key, the line-by-line twin of Go's NodeKeyAuthorized."""
     try:
         authorize_node_key(state, node_key, sig)
-    except NotAuthorized as exc:
-        return Verdict(False, None, str(exc))
-    return Verdict(True, NodeKeySignature.from_bytes(sig).authorizing_key_id())
+    except NotAuthorized:
+        return False, None
+    return True, NodeKeySignature.from_bytes(sig).authorizing_key_id()
 
 
-def test_verdicts_match_node_key_authorized() -> None:
-    authority, _ = _authority()
-    verdicts = [evaluate(authority.state, nk, sig) for nk, sig in _cases()]
-    assert [v.admitted for v in verdicts] == [True, True, True] + [False] * 6
-    assert [v.key_id for v in verdicts[:3]] == [PUBS[0], PUBS[0], PUBS[1]]
-    for (nk, sig), v in zip(_cases(), verdicts, strict=True):
-        assert v == _expected(authority.state, nk, sig)
-        assert v.admitted == (v.reason is None)
-    assert verdicts[5].reason is not None and verdicts[5].reason.startswith("unserialize:")
-    assert verdicts[7].reason == "credential signatures cannot authorize nodes on their own"
-
-
-def test_cache_hit_returns_the_same_verdict() -> None:
-    authority, _ = _authority()
-    cache = AdmissionCache()
+def test_decisions_match_node_key_authorized() -> None:
+    authority, store = _authority()
+    for state in (authority.state,):
+        for nk, sig in _cases():
+            d = decide(state, nk, sig)
+            assert (d.admitted, d.signing_key if d.admitted else None) == _go_verdict(
+                state, nk, sig
+            ), d.reason
+    # And after a key is removed.
+    _remove_key(authority, store, PUBS[1])
     for nk, sig in _cases():
-        first = cache.check(authority, nk, sig)
-        again = cache.check(authority, nk, sig)
-        assert again is first
-        assert first == evaluate(authority.state, nk, sig)
-    assert cache.misses == len(_cases())
-    assert cache.hits == len(_cases())
-    assert len(cache) == len(_cases())
-    nk, sig = _cases()[0]
-    assert cache.lookup(authority.head_hash, nk, sig) == Verdict(True, PUBS[0])
-    # A different signature for the same node key is a different entry.
-    other = sign_direct(SEEDS[1], nk).to_bytes()
-    assert cache.lookup(authority.head_hash, nk, other) is None
+        d = decide(authority.state, nk, sig)
+        assert d.admitted == _go_verdict(authority.state, nk, sig)[0], d.reason
 
 
-def test_a_head_change_invalidates() -> None:
-    authority, store = _authority()
-    cache = AdmissionCache()
-    nk, sig = _cases()[2]  # admitted by key 1
-    old_head = authority.head_hash
-    assert cache.check(authority, nk, sig).admitted
-    _remove_key(authority, store, PUBS[1])
-    assert authority.head_hash != old_head
-    # Not served from the old head's entry: key 1 is no longer trusted.
-    verdict = cache.check(authority, nk, sig)
-    assert not verdict.admitted
-    assert verdict.reason == "key: the signing key is not trusted by the authority"
-    assert cache.head == authority.head_hash
-    assert cache.lookup(old_head, nk, sig) is None  # old head's verdicts were dropped
-    assert len(cache) == 1
-
-
-def test_refresh_fills_the_cache_for_the_new_head() -> None:
-    authority, store = _authority()
-    cache = AdmissionCache()
-    cases = _cases()
-    before = cache.refresh(authority, cases)
-    assert before == [evaluate(authority.state, nk, sig) for nk, sig in cases]
-    _remove_key(authority, store, PUBS[1])
-    with ThreadPoolExecutor(2) as pool:
-        after = cache.refresh(authority, cases * 10, pool)  # enough pairs to use the pool
-    assert after == [evaluate(authority.state, nk, sig) for nk, sig in cases * 10]
-    assert [v.admitted for v in after[:3]] == [True, True, False]
-    hits = cache.hits
-    for nk, sig in cases:
-        cache.check(authority, nk, sig)
-    assert cache.hits == hits + len(cases)
-
-
-def test_evaluate_many_over_processes_matches_in_process() -> None:
+def test_refusal_reasons_follow_gos_order() -> None:
     authority, _ = _authority()
-    pairs = _cases() * 20
-    want = evaluate_many(authority.state, pairs)
-    pool = admission_pool(2)
+    cases = _cases()
+    reasons = [decide(authority.state, nk, sig).reason for nk, sig in cases]
+    assert "does not trust" in reasons[4]  # untrusted key, checked before the signature
+    assert "does not authorize the node key" in reasons[3]
+    assert "does not decode" in reasons[6]
+    assert "credential signatures cannot authorize" in reasons[7]
+    assert "does not verify" in reasons[8]
+    assert decide(authority.state, _node_key(0), None).reason.endswith("no node-key signature")
+
+
+VECTORS = Path(__file__).parent.parent / "vectors"
+
+
+def _nks_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads((VECTORS / "nks.json").read_text())["cases"]
+    return [c for c in cases if c.get("authority_genesis_hex") and c.get("node_key_hex")]
+
+
+@pytest.mark.parametrize("case", _nks_cases(), ids=lambda c: c["name"])
+def test_nks_vectors_through_the_engine(case: dict[str, Any]) -> None:
+    authority = Authority.bootstrap(
+        MemoryStore(), AUM.from_bytes(bytes.fromhex(case["authority_genesis_hex"]))
+    )
+    nk = bytes.fromhex(case["node_key_hex"])
+    sig = bytes.fromhex(case["sig_hex"])
+    adm = Admission()
+    d = adm.decide(authority, nk, sig)
+    assert d.admitted is case["authorized"], d.reason
+    # Cached, and the same verdict from the bulk path.
+    assert adm.decide(authority, nk, sig) == d
+    (nd,) = adm.evaluate(authority, [NodeRecord(1, nk, sig)])
+    assert nd.decision == d
+    if d.admitted and case.get("rotation_details"):
+        want = case["rotation_details"]["prev_node_keys_hex"] or []
+        assert [k.hex() for k in d.prev_node_keys] == want
+
+
+def test_crypto_verdict_is_independent_of_trust() -> None:
+    nk, sig = _cases()[4]  # signed by a key nobody trusts yet
+    c = check(nk, sig)
+    assert c.valid and c.root == ed25519.public_from_seed(OUTSIDER_SEED)
+    assert not c.under(frozenset()).admitted
+    assert c.under(frozenset({c.root})).admitted
+    tampered = check(*_cases()[8])
+    assert not tampered.valid
+    assert not tampered.under(frozenset({PUBS[0]})).admitted
+
+
+def _nodes(n: int, signers: list[bytes]) -> list[NodeRecord]:
+    return [
+        NodeRecord(
+            i,
+            _node_key(100 + i),
+            sign_direct(signers[i % len(signers)], _node_key(100 + i)).to_bytes(),
+        )
+        for i in range(n)
+    ]
+
+
+def test_head_change_needs_no_verification_and_reports_exactly_the_changed_nodes() -> None:
+    authority, store = _authority()
+    # Node i is signed by the outsider when i % 10 == 0, by key 0 or 1 otherwise.
+    nodes = [
+        NodeRecord(
+            i,
+            _node_key(100 + i),
+            sign_direct(
+                OUTSIDER_SEED if i % 10 == 0 else SEEDS[i % 2], _node_key(100 + i)
+            ).to_bytes(),
+        )
+        for i in range(200)
+    ]
+    adm = Admission()
+    first = adm.reevaluate(None, authority, nodes)
+    assert {d.node.node_id for d in first.newly_locked_out} == {
+        i for i in range(200) if i % 10 == 0
+    }
+    assert adm.misses == 200
+    before = Authority(authority.head, authority.oldest_ancestor, authority.state)
+    outsider = ed25519.public_from_seed(OUTSIDER_SEED)
+    update = AUM(AUMKind.ADD_KEY, prev_aum_hash=authority.head_hash, key=Key.ed25519(outsider))
+    update = update.with_signatures(Signer((SEEDS[0],)).sign_aum(update.sig_hash))
+    authority.inform(store, [update])
+    added = adm.reevaluate(before, authority, nodes)
+    assert adm.misses == 200  # nothing verified again
+    assert {d.node.node_id for d in added.newly_admitted} == {i for i in range(200) if i % 10 == 0}
+    assert not added.newly_locked_out and not added.locked_out
+    before = Authority(authority.head, authority.oldest_ancestor, authority.state)
+    _remove_key(authority, store, PUBS[1])
+    removed = adm.reevaluate(before, authority, nodes)
+    assert adm.misses == 200
+    assert {d.node.node_id for d in removed.changed} == {
+        i for i in range(200) if i % 2 == 1 and i % 10
+    }
+    assert not removed.newly_admitted
+    for d in removed.newly_locked_out:
+        assert "does not trust" in d.reason
+
+
+def test_parallel_first_evaluation_matches_one_by_one() -> None:
+    authority, _ = _authority()
+    pairs = _cases() * 10
+    nodes = [NodeRecord(i, nk, sig) for i, (nk, sig) in enumerate(pairs)]
+    with ThreadPoolExecutor(2) as pool:
+        adm = Admission(executor=pool)
+        bulk = adm.evaluate(authority, nodes)
+    one = [decide(authority.state, nk, sig) for nk, sig in pairs]
+    assert [d.decision for d in bulk] == one
+    # Threads of its own when no executor is given.
+    adm2 = Admission()
     try:
-        got = evaluate_many(authority.state, pairs, pool)
+        assert [d.decision for d in adm2.evaluate(authority, nodes)] == one
     finally:
-        pool.shutdown()
-    assert got == want
-    assert got == [_expected(authority.state, nk, sig) for nk, sig in pairs]
+        adm2.close()
 
 
 def test_cache_is_bounded() -> None:
     authority, _ = _authority()
-    cache = AdmissionCache(max_entries=10)
-    sigs = [(_node_key(i), sign_direct(SEEDS[0], _node_key(i)).to_bytes()) for i in range(25)]
-    for nk, sig in sigs:
-        cache.check(authority, nk, sig)
-        assert len(cache) <= 10
-    # The newest are kept, the oldest dropped.
-    assert cache.lookup(authority.head_hash, *sigs[-1]) is not None
-    assert cache.lookup(authority.head_hash, *sigs[0]) is None
-    cache.clear()
-    assert len(cache) == 0 and cache.head is None
+    adm = Admission(max_entries=50)
+    for nd in _nodes(200, [SEEDS[0]]):
+        adm.decide(authority, nd.node_key, nd.signature)
+    assert len(adm) <= 50
     with pytest.raises(ValueError):
-        AdmissionCache(max_entries=0)
+        Admission(max_entries=0)
+
+
+def test_trusted_key_ids() -> None:
+    authority, _ = _authority()
+    assert trusted_key_ids(authority.state) == frozenset(PUBS[:2])
+
+
+def test_reevaluation_applies_the_rotation_rule_on_both_heads() -> None:
+    authority, store = _authority()
+    rotation_public = ed25519.public_from_seed(ROTATION_SEED)
+    direct = sign_direct(SEEDS[1], _node_key(0), rotation_public)
+    rotated = sign_rotation(ROTATION_SEED, _node_key(1), direct)
+    nodes = [
+        NodeRecord(1, _node_key(0), direct.to_bytes()),  # superseded by node 2's rotation
+        NodeRecord(2, _node_key(1), rotated.to_bytes()),
+        NodeRecord(3, _node_key(2), sign_direct(SEEDS[0], _node_key(2)).to_bytes()),
+    ]
+    adm = Admission()
+    same = adm.reevaluate(authority, authority, nodes)
+    assert not same.changed
+    assert [d.admitted for d in same.decisions] == [False, True, True]
+    assert same.decisions[0].superseded and "supersedes" in same.decisions[0].reason
+    before = Authority(authority.head, authority.oldest_ancestor, authority.state)
+    _remove_key(authority, store, PUBS[1])  # the root of nodes 1 and 2
+    removed = adm.reevaluate(before, authority, nodes)
+    # Node 1 was already out (superseded); only node 2 changes.
+    assert [d.node.node_id for d in removed.newly_locked_out] == [2]
+    assert not removed.newly_admitted

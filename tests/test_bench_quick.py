@@ -15,8 +15,14 @@ WORKLOADS = [
     "AUMUnserializeHash/checkpoint",
     "NodeKeyAuthorized/direct",
     "NodeKeyAuthorized/rotation-2deep",
+    "Verify/forged/zip215",
+    "Verify/forged/go-stdlib",
+    "Verify/mixed-order-key/zip215",
+    "Verify/mixed-order-key/go-stdlib",
     "Admission/cached-decision",
-    "Admission/reevaluate-10000",
+    "Admission/evaluate-10000",
+    "Admission/head-change-add-key-10000",
+    "Admission/head-change-remove-key-10000",
     "Open/mem-1000",
     "Open/mem-1990",
     "Open/fs-1000",
@@ -31,6 +37,8 @@ WORKLOADS = [
     "MissingAUMs/ahead-for-behind",
     "MissingAUMs/behind-for-ahead",
     "DisablementKDF",
+    "CLI/version-startup",
+    "CLI/status-startup",
 ]
 KEYS = {"ours_s", "go_s", "limit_s", "ratio_go", "ratio_limit", "target", "met"}
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import ed25519_ref as ref
 import nacl.bindings
 import nacl.signing
 import pytest
@@ -14,23 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tka import ed25519
-from tka.ed25519 import (
-    _B,
-    _L,
-    _ORDER_8_POINT,
-    _add,
-    _canaries,
-    _challenge,
-    _decode,
-    _encode,
-    _go_stdlib_slow,
-    _libsodium_accepts,
-    _libsodium_is_narrower,
-    _mul,
-    _sb_minus_ka,
-    _zip215_slow,
-)
 from tka.errors import UsageError
+
+_B, _L, _ORDER_8_POINT = ref._B, ref._L, ref._ORDER_8_POINT
+_add, _challenge, _decode, _encode = ref._add, ref._challenge, ref._decode, ref._encode
+_mul, _neg, _sb_minus_ka = ref._mul, ref._neg, ref._sb_minus_ka
+_zip215_slow, _go_stdlib_slow = ref.zip215, ref.go_stdlib
+_libsodium_accepts = ed25519._sodium
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 
@@ -100,7 +93,7 @@ def test_fast_path_claim_holds_on_every_vector() -> None:
 
 
 def test_libsodium_refuses_much_that_the_rules_accept() -> None:
-    # Why the slow path exists at all: libsodium refuses every small-order
+    # Why libsodium cannot decide alone: it refuses every small-order
     # vector, including ones both Go verifiers accept.
     refused_but_valid = [
         c["name"] for c in SIZED if c["zip215_valid"] and not _libsodium_accepts(*_triple(c))
@@ -108,21 +101,71 @@ def test_libsodium_refuses_much_that_the_rules_accept() -> None:
     assert len(refused_but_valid) > 200
 
 
-def test_installed_libsodium_is_narrower_than_both_rules() -> None:
-    assert _libsodium_is_narrower()
+@pytest.mark.parametrize("case", SIZED, ids=_ids(SIZED))
+def test_each_native_library_alone_gives_its_rule_on_every_vector(case: dict[str, Any]) -> None:
+    public, message, signature = _triple(case)
+    assert ed25519._zebra(public, message, signature) is case["zip215_valid"]
+    assert ed25519._openssl(public, message, signature) is case["go_stdlib_valid"]
+    assert ed25519.verify_zip215_threaded(public, message, signature) is case["zip215_valid"]
 
 
-def test_canaries_are_refused_by_go_and_would_catch_a_laxer_libsodium() -> None:
-    (pk1, m1, s1), (pk2, m2, s2) = _canaries()
-    # S + L: refused by both rules.
-    assert not _zip215_slow(pk1, m1, s1)
-    assert not _go_stdlib_slow(pk1, m1, s1)
-    # Mixed-order key: the cofactored rule accepts, Go's does not.
-    assert _zip215_slow(pk2, m2, s2)
-    assert not _go_stdlib_slow(pk2, m2, s2)
-    # And the installed libsodium refuses both.
-    assert not _libsodium_accepts(pk1, m1, s1)
-    assert not _libsodium_accepts(pk2, m2, s2)
+# --- the import-time known answers -------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ed25519._KNOWN_ANSWERS, ids=lambda a: a[0])
+def test_known_answers_agree_with_the_reference(answer: tuple[Any, ...]) -> None:
+    _, public_hex, message_hex, signature_hex, zip215, go = answer
+    triple = (bytes.fromhex(public_hex), bytes.fromhex(message_hex), bytes.fromhex(signature_hex))
+    assert ref.zip215(*triple) is zip215
+    assert ref.go_stdlib(*triple) is go
+
+
+def test_known_answers_cover_every_way_the_rules_differ() -> None:
+    verdicts = {(a[4], a[5]) for a in ed25519._KNOWN_ANSWERS}
+    # Both accept, both refuse, and only ZIP-215 accepts (Go's accepted set
+    # is a subset of ZIP-215's, so the fourth combination cannot occur).
+    assert verdicts == {(True, True), (False, False), (True, False)}
+    # The installed libraries pass them.
+    assert ed25519._FAILURES == ()
+
+
+_BROKEN_LIBRARY = """
+import sys
+import ed25519_zebra
+ed25519_zebra.ed_verify = lambda sig, msg, pub: len(sig) == 64  # a library gone lax
+try:
+    import tka.ed25519 as e
+except Exception as exc:  # the import itself must not crash
+    print("import failed:", type(exc).__name__)
+    sys.exit(1)
+for call in (
+    lambda: e.verify_zip215(bytes(32), b"m", bytes(64)),
+    lambda: e.verify_go_stdlib(bytes(32), b"m", bytes(64)),
+    lambda: e.verify_zip215_threaded(bytes(32), b"m", bytes(64)),
+    lambda: e.sign(bytes(32), b"m"),
+):
+    try:
+        call()
+    except e.Ed25519LibraryError as exc:
+        print("refused:", exc)
+    else:
+        print("gave a verdict")
+"""
+
+
+def test_a_library_that_departs_from_its_rule_fails_closed() -> None:
+    # A real interpreter with a zebra that accepts everything: every call
+    # raises a tka error naming the library and the case, none gives a verdict.
+    done = subprocess.run(
+        [sys.executable, "-c", _BROKEN_LIBRARY], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        assert line.startswith("refused: "), line
+        assert "ed25519-zebra departs from ZIP-215 on: forged signature" in line
+    assert "Traceback" not in done.stderr
 
 
 def test_nks_ed25519_cases() -> None:
@@ -263,6 +306,143 @@ def test_torsion_in_r(a: int, r: int, j: int, message: bytes) -> None:
     assert not ed25519.verify_go_stdlib(public, message, signature)
 
 
+# --- three opinions on crafted and random inputs --------------------------------------
+#
+# The native libraries (ed25519-zebra for ZIP-215; libsodium then OpenSSL for
+# Go's rule) against the pure-Python reference in tests/ed25519_ref.py, which
+# shares no code with either.
+
+_P = 2**255 - 19
+
+
+def _small_order_encodings() -> list[bytes]:
+    """Every encoding of the 8 small-order points Go's decoder takes.
+
+    Canonical ones, "negative zero" (x = 0 with the sign bit set), and y + p
+    where y + p < 2^255 (non-canonical y), as in ZIP-215's test set.
+    """
+    assert _T8 is not None
+    out = set()
+    for i in range(8):
+        canonical = _encode(_mul(i, _T8))
+        y = int.from_bytes(canonical, "little") & ((1 << 255) - 1)
+        point = _decode(canonical)
+        assert point is not None
+        signs = (0, 1) if point[0] == 0 else (canonical[31] >> 7,)
+        for y_enc in (y, y + _P) if y + _P < 2**255 else (y,):
+            for sign in signs:
+                out.add((y_enc | sign << 255).to_bytes(32, "little"))
+    return sorted(out)
+
+
+SMALL_ORDER = _small_order_encodings()
+
+
+def test_small_order_encodings_are_all_small_order() -> None:
+    assert len(SMALL_ORDER) > 8
+    for enc in SMALL_ORDER:
+        point = _decode(enc)
+        assert point is not None
+        assert _encode(_mul(8, point)) == _encode(_mul(0, _B)), enc.hex()
+
+
+def _mixed(a: int, i: int) -> bytes:
+    assert _T8 is not None
+    return _encode(_add(_mul(a, _B), _mul(i, _T8)))
+
+
+def _non_canonical_y(y: int, sign: int) -> bytes:
+    return ((y + _P) | sign << 255).to_bytes(32, "little")
+
+
+points = st.one_of(
+    st.sampled_from(SMALL_ORDER),
+    _scalars.map(lambda a: _encode(_mul(a, _B))),
+    st.builds(_mixed, _scalars, st.integers(1, 7)),
+    st.builds(_non_canonical_y, st.integers(0, 18), st.integers(0, 1)),
+    st.binary(min_size=32, max_size=32),
+)
+s_values = st.one_of(
+    st.just(0),
+    st.just(_L),
+    st.integers(0, _L - 1),
+    st.integers(_L, 2**253 - 1),
+    st.integers(2**253, 2**256 - 1),
+)
+
+
+def _three_opinions(public: bytes, message: bytes, signature: bytes) -> None:
+    zip215 = ref.zip215(public, message, signature)
+    go = ref.go_stdlib(public, message, signature)
+    assert ed25519.verify_zip215(public, message, signature) is zip215
+    assert ed25519.verify_zip215_threaded(public, message, signature) is zip215
+    assert ed25519.verify_go_stdlib(public, message, signature) is go
+    assert ed25519._openssl(public, message, signature) is go
+    # Go's rule accepts a subset of ZIP-215's, and libsodium a subset of Go's.
+    assert zip215 or not go
+    if _libsodium_accepts(public, message, signature):
+        assert go
+
+
+@given(public=points, r=points, s=s_values, message=messages)
+@settings(max_examples=300, deadline=None)
+def test_crafted_inputs_three_ways(public: bytes, r: bytes, s: int, message: bytes) -> None:
+    _three_opinions(public, message, r + s.to_bytes(32, "little"))
+
+
+@given(a=st.sampled_from(SMALL_ORDER), r=st.sampled_from(SMALL_ORDER), message=messages)
+@settings(max_examples=200, deadline=None)
+def test_small_order_a_and_r_with_s_zero_three_ways(a: bytes, r: bytes, message: bytes) -> None:
+    # ZIP-215 accepts all of these (every term vanishes under the cofactor);
+    # Go only when R's bytes are the canonical encoding of -[k]A.
+    assert ref.zip215(a, message, r + bytes(32))
+    _three_opinions(a, message, r + bytes(32))
+
+
+@given(
+    a=_scalars,
+    r=_scalars,
+    i=st.integers(0, 7),
+    j=st.integers(0, 7),
+    message=messages,
+    s_offset=st.sampled_from([0, 0, _L, 2**253]),
+)
+@settings(max_examples=100, deadline=None)
+def test_torsion_in_a_and_r_three_ways(
+    a: int, r: int, i: int, j: int, message: bytes, s_offset: int
+) -> None:
+    public, signature, _ = _honest_with_torsion(a, r, i, j, message)
+    s = int.from_bytes(signature[32:], "little") + s_offset
+    if s < 2**256:
+        _three_opinions(public, message, signature[:32] + s.to_bytes(32, "little"))
+
+
+@given(
+    public=st.binary(min_size=32, max_size=32),
+    signature=st.binary(min_size=64, max_size=64),
+    message=messages,
+)
+@settings(max_examples=100, deadline=None)
+def test_random_inputs_three_ways(public: bytes, signature: bytes, message: bytes) -> None:
+    _three_opinions(public, message, signature)
+
+
+@given(seed=seeds, message=messages, bit=st.integers(0, 8 * (32 + 64) - 1))
+@settings(max_examples=100, deadline=None)
+def test_honest_and_flipped_three_ways(seed: bytes, message: bytes, bit: int) -> None:
+    public = ed25519.public_from_seed(seed)
+    signature = ed25519.sign(seed, message)
+    _three_opinions(public, message, signature)
+    _three_opinions(*_flip_keep_message(public, signature, bit, message))
+
+
+def _flip_keep_message(
+    public: bytes, signature: bytes, bit: int, message: bytes
+) -> tuple[bytes, bytes, bytes]:
+    pk, sig = _flip(public, signature, bit)
+    return pk, message, sig
+
+
 def test_decoder_is_laxer_than_rfc8032() -> None:
     identity = _decode(bytes.fromhex("01" + "00" * 31))
     assert identity is not None
@@ -389,3 +569,11 @@ def test_sizes() -> None:
 def test_sha512_challenge_is_mod_l() -> None:
     digest = hashlib.sha512(b"R" * 32 + b"A" * 32 + b"m").digest()
     assert _challenge(b"R" * 32, b"A" * 32, b"m") == int.from_bytes(digest, "little") % _L
+
+
+def test_verifiers_take_any_bytes_like_input() -> None:
+    seed = bytes(range(32))
+    public, signature = ed25519.public_from_seed(seed), ed25519.sign(seed, b"m")
+    for verify in (ed25519.verify_zip215, ed25519.verify_zip215_threaded, ed25519.verify_go_stdlib):
+        assert verify(bytearray(public), memoryview(b"m"), bytearray(signature))
+        assert not verify(bytearray(public), memoryview(b"n"), bytearray(signature))

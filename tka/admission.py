@@ -1,258 +1,533 @@
-"""Node admission for control planes: cached verdicts, and re-checking many nodes at once.
+"""Node admission: is this node admitted under the tailnet's authority, and why not?
 
-A control plane asks "does this node-key signature admit this node key under
-the tailnet's current keys?" on every registration and map poll, and must ask
-it again for every node whenever the authority's head moves (a key may have
-been added, removed or re-weighted). The answer depends only on the head (the
-trusted keys there), the node key and the signature bytes, so:
+A control plane asks one question per node, on every registration and map
+poll: does the node's signature admit its node key under the authority's
+current trusted keys? And it must ask again for every node whenever the
+authority's head moves. This module answers it with two separate parts:
 
-* :class:`AdmissionCache` remembers verdicts keyed by ``(head hash, node key,
-  BLAKE2s of the signature bytes)``. A lookup is a hash of the signature and
-  one dictionary probe; a verdict reached under one head is never served under
-  another, and the first verdict stored under a new head drops everything
-  cached under the old one.
-* :func:`evaluate_many` re-evaluates many ``(node key, signature)`` pairs
-  against one state, optionally spread over worker processes (or threads) of
-  a :class:`concurrent.futures.Executor`; :meth:`AdmissionCache.refresh` does
-  that for a new head and fills the cache with the results.
+* **The crypto verdict** (:class:`Checked`): whether a (node key, signature
+  bytes) pair is cryptographically valid, and which key it is rooted in. That
+  never changes, whatever the head, so it is computed once and cached by the
+  node key and the signature bytes. First-time checks of many nodes run on a
+  thread pool: libsodium releases the GIL while it verifies.
+* **The trust decision**: under a given head, a checked signature admits its
+  node exactly when its root key is in the head's trusted-key set. That is a
+  set lookup, so a head change (a key added, removed or re-weighted) decides
+  10,000 nodes again without any Ed25519 work.
 
-About threads versus processes: PyNaCl calls libsodium through cffi, which
-releases the GIL during the call, so signature checks do run in parallel on
-threads. Decoding a signature is Python code and holds the GIL, so worker
-processes scale a little better; :func:`admission_pool` makes such a pool.
+The combination is exactly Tailscale's ``NodeKeyAuthorized`` (see
+:func:`tka.sig.authorize_node_key`), in Go's order: the signature must decode,
+must not be a bare credential, must name a root key; that key must be trusted
+(``key: ...``), and only then does the signature's own validity matter. For an
+Ed25519 key the key ID *is* the public key, so the chain's validity under "the
+trusted key with this ID" does not depend on the head.
 
-Verdicts are exactly those of :func:`tka.sig.authorize_node_key` (Tailscale's
-``NodeKeyAuthorized``): admitted, or refused with its reason.
+On top of single decisions, :class:`Admission` applies the rule Tailscale's
+clients apply to their peers (``rotationTracker`` in ``ipn/ipnlocal``): a node
+key that a newer rotation signature names as a previous key is superseded, and
+so are rotation chains that start at the same direct signature with the same
+length (a cloned node). :meth:`Admission.reevaluate` reports exactly which
+nodes changed verdict across a head change.
+
+Nothing here does I/O; nodes are handed in as :class:`NodeRecord` values.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
-import math
-import multiprocessing
 import os
 import threading
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
+from tka import ed25519
 from tka.authority import Authority
-from tka.errors import DecodeError, NotAuthorized
-from tka.sig import NodeKeySignature, authorize_node_key
+from tka.errors import DecodeError, NotAuthorized, TKAError, ValidationError
+from tka.key import Key
+from tka.nlkeys import NodePublic
+from tka.sig import NodeKeySignature, SigKind, sig_kind_name
 from tka.state import State
 
 __all__ = [
-    "AdmissionCache",
-    "Verdict",
-    "admission_pool",
-    "evaluate",
-    "evaluate_many",
+    "DEFAULT_CACHE_ENTRIES",
+    "Admission",
+    "Checked",
+    "Decision",
+    "NodeDecision",
+    "NodeRecord",
+    "Reevaluation",
+    "check",
+    "decide",
+    "node_text",
+    "trusted_key_ids",
 ]
 
-#: Default bound on cached verdicts (about 200 bytes each).
-DEFAULT_MAX_ENTRIES: Final = 1_000_000
-#: Below this many pairs, :func:`evaluate_many` does not bother with workers.
+#: Default bound on cached crypto verdicts (a few hundred bytes each).
+DEFAULT_CACHE_ENTRIES: Final = 1_000_000
+#: Below this many unchecked signatures, first-time checks stay on the calling thread.
 _MIN_PARALLEL: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """Whether a node key is admitted, by which trusted key, or why not."""
+class Decision:
+    """The authority's verdict on one (node key, signature) pair."""
 
     admitted: bool
-    key_id: bytes | None = None
-    """ID of the trusted key at the root of the signature, when admitted."""
-    reason: str | None = None
-    """Why the node is refused (the :class:`~tka.errors.NotAuthorized` message)."""
+    reason: str
+    """One sentence a person can read: who signed, or why the node is locked out."""
+    signing_key: bytes | None = None
+    """The key at the root of the signature (unverified when not admitted), if it decodes."""
+    kind: str = ""
+    """The signature's kind (``direct``, ``rotation``, ...), empty without a signature."""
+    prev_node_keys: tuple[bytes, ...] = ()
+    """For an admitted rotation signature: the node keys it replaced, newest first."""
+    chain_root: bytes | None = None
+    """For an admitted rotation chain starting at a direct signature: that signature's
+    wrapping (rotation) key, which identifies the chain across rotations."""
 
 
-def evaluate(state: State, node_key: bytes, signature: bytes) -> Verdict:
-    """Decide whether *signature* admits *node_key* (raw 32 bytes) under *state*'s keys.
+class Checked(NamedTuple):
+    """The crypto verdict on a (node key, signature) pair: true under any head.
 
-    Never raises for a refusal: a bad signature is a verdict, not an error.
+    ``root`` is ``None`` when the signature cannot be admitted whatever the
+    keys (no signature, undecodable, a bare credential, no root key); then
+    both decisions are the same refusal. Otherwise ``if_trusted`` is the
+    decision when the root key is trusted (admitted, or refused because the
+    signature does not verify) and ``if_untrusted`` the refusal otherwise.
     """
-    return Verdict(*_decide(state, node_key, signature))
+
+    root: bytes | None
+    if_trusted: Decision
+    if_untrusted: Decision
+
+    @property
+    def valid(self) -> bool:
+        """Whether the signature chain verifies under its root key."""
+        return self.if_trusted.admitted
+
+    def under(self, trusted: frozenset[bytes] | set[bytes]) -> Decision:
+        """The decision when the keys with IDs in *trusted* are trusted."""
+        return self.if_trusted if self.root in trusted else self.if_untrusted
 
 
-def _decide(
-    state: State, node_key: bytes, signature: bytes
-) -> tuple[bool, bytes | None, str | None]:
-    """:func:`evaluate`'s answer as a plain tuple (cheap to compare and to hash)."""
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What admission needs to know about a registered node."""
+
+    node_id: int
+    node_key: bytes
+    """The raw 32-byte node key."""
+    signature: bytes | None
+    """The serialized node-key signature the service holds, if any."""
+
+
+class NodeDecision(NamedTuple):
+    """A node and the authority's verdict on it, within its tailnet.
+
+    A named tuple rather than a dataclass: a re-evaluation makes one per node
+    (10,000 of them in well under the time a frozen dataclass would take).
+    """
+
+    node: NodeRecord
+    decision: Decision
+    superseded: bool = False
+    """Admitted on its own, but a newer rotation of the same node makes it obsolete."""
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the node may take part in the tailnet."""
+        return self.decision.admitted and not self.superseded
+
+    @property
+    def reason(self) -> str:
+        """Why the node is admitted or locked out."""
+        if self.superseded:
+            return (
+                "locked out: a newer rotation signature of the same node supersedes this node key"
+            )
+        return self.decision.reason
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """The result of deciding every node again after the head changed."""
+
+    head: bytes
+    decisions: tuple[NodeDecision, ...]
+    newly_locked_out: tuple[NodeDecision, ...]
+    newly_admitted: tuple[NodeDecision, ...]
+
+    @property
+    def locked_out(self) -> tuple[NodeDecision, ...]:
+        """Every node locked out at the new head."""
+        return tuple(d for d in self.decisions if not d.admitted)
+
+    @property
+    def changed(self) -> tuple[NodeDecision, ...]:
+        """Every node whose verdict changed: newly locked out, then newly admitted."""
+        return self.newly_locked_out + self.newly_admitted
+
+
+def _tlpub(key_id: bytes) -> str:
+    return f"tlpub:{key_id.hex()}"
+
+
+def node_text(node_key: bytes) -> str:
+    """``nodekey:<hex>`` of a raw node key (for messages and logs)."""
+    return NodePublic(node_key).text()
+
+
+# Most nodes share their root key and kind, so their decisions are equal:
+# one object each, made once (a first evaluation of many nodes builds
+# these under the GIL while other threads verify).
+@functools.lru_cache(maxsize=1024)
+def _untrusted(root: bytes, kind: str) -> Decision:
+    why = f"its {kind} signature is by {_tlpub(root)}, a key the authority does not trust"
+    return Decision(False, f"locked out: {why}", root, kind)
+
+
+@functools.lru_cache(maxsize=1024)
+def _admitted(root: bytes, kind: str) -> Decision:
+    return Decision(True, f"admitted: {kind} signature by {_tlpub(root)}", root, kind)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(root: bytes) -> Key:
+    return Key.ed25519(root)
+
+
+def _refused(reason: str, root: bytes | None = None, kind: str = "") -> Checked:
+    d = Decision(False, f"locked out: {reason}", root, kind)
+    return Checked(None, d, d)
+
+
+_NO_SIGNATURE: Final = _refused("the node has no node-key signature")
+
+
+def check(
+    node_key: bytes,
+    signature: bytes | None,
+    verify_zip215: Callable[[bytes, bytes, bytes], bool] = ed25519.verify_zip215,
+) -> Checked:
+    """The crypto verdict on *signature* (serialized, untrusted) for *node_key* (raw 32 bytes).
+
+    Does every Ed25519 check the signature needs, against the key it names
+    as its root; never raises for a bad signature. *verify_zip215* may be
+    :func:`tka.ed25519.verify_zip215_threaded` (same verdicts) on worker threads.
+    """
+    if not signature:
+        return _NO_SIGNATURE
     try:
-        try:
-            decoded = NodeKeySignature.from_bytes(signature)
-        except DecodeError as exc:
-            # The same wording authorize_node_key uses for bytes it cannot decode.
-            raise NotAuthorized(f"unserialize: {exc}") from None
-        authorize_node_key(state, node_key, decoded)
-        # Cannot raise now: authorize_node_key found this key and trusted it.
-        return True, decoded.authorizing_key_id(), None
+        sig = NodeKeySignature.from_bytes(signature)
+    except DecodeError as exc:
+        return _refused(f"the signature does not decode ({exc})")
+    kind = sig_kind_name(sig.sig_kind)
+    if sig.sig_kind == SigKind.CREDENTIAL:
+        # Go refuses a bare credential before it looks at any key.
+        why = "credential signatures cannot authorize nodes on their own"
+        return _refused(f"its {kind} signature does not verify: {why}", sig.key_id, kind)
+    try:
+        root = sig.authorizing_key_id()
     except NotAuthorized as exc:
-        return False, None, str(exc)
+        return _refused(f"its {kind} signature does not verify: {exc}", None, kind)
+    untrusted = _untrusted(root, kind)
+    try:
+        # A trusted Ed25519 key's ID is its public key, so this is the check
+        # NodeKeyAuthorized makes once it has found the key.
+        sig.verify(node_key, _key(root), verify_zip215)
+        details = sig.rotation_details()
+    except NotAuthorized as exc:
+        why = f"locked out: its {kind} signature does not verify: {exc}"
+        bad = Decision(False, why, root, kind)
+        return Checked(root, bad, untrusted)
+    except TKAError as exc:  # defensive: any library refusal is a lock-out, not a crash
+        bad = Decision(False, f"locked out: {exc}", root, kind)
+        return Checked(root, bad, untrusted)
+    if details is None:
+        return Checked(root, _admitted(root, kind), untrusted)
+    chain_root = None
+    initial = details.initial_sig
+    if initial is not None and initial.sig_kind == SigKind.DIRECT:
+        chain_root = initial.wrapping_pubkey or b""
+    n = len(details.prev_node_keys)
+    ok = Decision(
+        True,
+        f"admitted: rotation signature over {n} earlier node key{'s' if n != 1 else ''}, "
+        f"rooted in a signature by {_tlpub(root)}",
+        root,
+        kind,
+        details.prev_node_keys,
+        chain_root,
+    )
+    return Checked(root, ok, untrusted)
 
 
-def _evaluate_chunk(state: State, pairs: Sequence[tuple[bytes, bytes]]) -> list[Verdict]:
-    # Module level so worker processes can unpickle it. Equal verdicts (all
-    # nodes admitted by one key, say) are one object, built once and, from a
-    # worker process, pickled once: the results of a chunk stay small.
-    seen: dict[tuple[bool, bytes | None, str | None], Verdict] = {}
-    out = []
-    for nk, sig in pairs:
-        answer = _decide(state, nk, sig)
-        verdict = seen.get(answer)
-        if verdict is None:
-            verdict = seen[answer] = Verdict(*answer)
-        out.append(verdict)
-    return out
+def trusted_key_ids(state: State) -> frozenset[bytes]:
+    """The IDs of the keys *state* trusts (what a :class:`Checked` is decided against).
 
-
-def evaluate_many(
-    state: State,
-    pairs: Sequence[tuple[bytes, bytes]],
-    executor: Executor | None = None,
-    chunks_per_worker: int = 4,
-) -> list[Verdict]:
-    """Verdicts for many ``(node key, signature bytes)`` pairs, in the same order.
-
-    With *executor* (a process or thread pool), the pairs are split into
-    chunks, a few per worker so that uneven chunks even out, and evaluated
-    in parallel; without one, or for a few pairs, in the calling thread.
+    A key whose ID cannot be computed (an unknown kind, which static
+    validation keeps out of any state) trusts nothing.
     """
-    if executor is None or len(pairs) < _MIN_PARALLEL:
-        return _evaluate_chunk(state, pairs)
-    workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-    size = max(1, math.ceil(len(pairs) / (workers * max(1, chunks_per_worker))))
-    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-    futures = [executor.submit(_evaluate_chunk, state, chunk) for chunk in chunks]
-    out: list[Verdict] = []
-    for f in futures:
-        out.extend(f.result())
-    return out
+    ids = set()
+    for k in state.keys or ():
+        try:
+            ids.add(k.key_id)
+        except ValidationError:
+            continue
+    ids.discard(b"")
+    return frozenset(ids)
 
 
-def _warm() -> int:
-    # Importing tka (and libsodium's one-off self-check) in the worker.
-    from tka import ed25519
+def decide(state: State, node_key: bytes, signature: bytes | None) -> Decision:
+    """Decide whether *signature* admits *node_key* under the keys *state* trusts.
 
-    ed25519._libsodium_is_narrower()
-    return os.getpid()
-
-
-def admission_pool(workers: int | None = None) -> ProcessPoolExecutor:
-    """A process pool for :func:`evaluate_many`, one worker per core, started and warmed.
-
-    Workers are started with ``forkserver`` where available (``spawn``
-    elsewhere) rather than ``fork``, which is unsafe in a process that runs
-    threads. Shut it down with ``shutdown()`` or use it in a ``with`` block.
+    Uncached; :class:`Admission` caches. Never raises for bad signatures:
+    every failure is a :class:`Decision` with ``admitted=False``.
     """
-    n = workers or os.cpu_count() or 1
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
-    # Start every worker now, so the first real batch does not pay for it.
-    for f in [pool.submit(_warm) for _ in range(n)]:
-        f.result()
-    return pool
+    return check(node_key, signature).under(trusted_key_ids(state))
 
 
-def _digest(signature: bytes) -> bytes:
-    return hashlib.blake2s(signature).digest()
+def _check_chunk(pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
+    # On a worker thread: the threaded ZIP-215 form lets the threads overlap.
+    return [check(nk, sig, ed25519.verify_zip215_threaded) for nk, sig in pairs]
 
 
-class AdmissionCache:
-    """Verdicts keyed by (head hash, node key, BLAKE2s of the signature bytes).
+def _superseded(nodes: Sequence[NodeRecord], decisions: Sequence[Decision]) -> set[bytes]:
+    """Tailscale's ``rotationTracker``: the node keys that newer rotations replace."""
+    obsolete: set[bytes] = set()
+    by_root: dict[bytes, list[tuple[bytes, int]]] = {}
+    for n, dec in zip(nodes, decisions, strict=True):
+        if not dec.admitted or dec.kind != "rotation":
+            continue
+        obsolete.update(dec.prev_node_keys)
+        if dec.chain_root is not None:
+            by_root.setdefault(dec.chain_root, []).append((n.node_key, len(dec.prev_node_keys)))
+    for chains in by_root.values():
+        live = [c for c in chains if c[0] not in obsolete]
+        if len(live) < 2:
+            continue
+        live.sort(key=lambda c: -c[1])
+        if live[0][1] == live[1][1]:
+            # Two equally long chains from one signature: which is the newest
+            # cannot be told, so Tailscale rejects all of them.
+            obsolete.update(c[0] for c in live)
+        else:
+            obsolete.update(c[0] for c in live[1:])
+    return obsolete
 
-    One cache per authority (tailnet). Lookups take no lock: the head is
-    part of the key, so a lookup can only find a verdict reached under the
-    head it asks about. Storing a verdict under a new head first drops every
-    verdict of other heads (they can never be asked for again by an
-    up-to-date caller). At most *max_entries* verdicts are kept; past that the
-    oldest are dropped first. Thread-safe (the ``hits`` and ``misses``
-    counters are approximate under concurrent use).
+
+def _under(
+    nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
+) -> tuple[list[Decision], set[bytes]]:
+    """Each node's own decision under *trusted*, and the node keys rotations supersede."""
+    decisions = [c.if_trusted if c.root in trusted else c.if_untrusted for c in checked]
+    return decisions, _superseded(nodes, decisions)
+
+
+def _node_decisions(
+    nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
+) -> list[NodeDecision]:
+    """Every node's decision under *trusted*, superseded rotations marked."""
+    decisions, obsolete = _under(nodes, checked, trusted)
+    if not obsolete:
+        return list(map(NodeDecision, nodes, decisions))
+    return [
+        NodeDecision(n, d, d.admitted and n.node_key in obsolete)
+        for n, d in zip(nodes, decisions, strict=True)
+    ]
+
+
+def _admitted_flags(
+    nodes: Sequence[NodeRecord], checked: Sequence[Checked], trusted: frozenset[bytes]
+) -> list[bool]:
+    """Whether each node is admitted under *trusted*, without building NodeDecisions."""
+    decisions, obsolete = _under(nodes, checked, trusted)
+    return [
+        d.admitted and n.node_key not in obsolete for n, d in zip(nodes, decisions, strict=True)
+    ]
+
+
+class Admission:
+    """Cached admission decisions for any number of tailnets.
+
+    Crypto verdicts are cached by (node key, signature bytes), at most
+    *max_entries* of them (the oldest dropped first); trusted-key sets by head
+    hash. Thread-safe; share one per process. ``hits`` and ``misses`` count
+    crypto-verdict lookups (approximate under concurrent use). First-time
+    checks of many nodes run on *executor* (a thread pool), or on a pool of
+    one thread per core made on first use.
     """
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_CACHE_ENTRIES, executor: Executor | None = None
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max = max_entries
+        self._checked: dict[tuple[bytes, bytes | None], Checked] = {}
+        self._trusted: dict[bytes, frozenset[bytes]] = {}
         self._lock = threading.Lock()
-        self._head: bytes | None = None
-        self._verdicts: dict[tuple[bytes, bytes, bytes], Verdict] = {}
+        self._executor = executor
+        self._own_pool: ThreadPoolExecutor | None = None
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._verdicts)
-
-    @property
-    def head(self) -> bytes | None:
-        """The head hash the cached verdicts were reached under (``None`` when empty)."""
-        return self._head
-
-    def lookup(self, head: bytes, node_key: bytes, signature: bytes) -> Verdict | None:
-        """The cached verdict for this head, node key and signature, or ``None``."""
-        return self._verdicts.get((head, node_key, _digest(signature)))
-
-    def check(self, authority: Authority, node_key: bytes, signature: bytes) -> Verdict:
-        """The verdict for *node_key* and *signature* under *authority*'s current head."""
-        head = authority.head_hash
-        key = (head, node_key, _digest(signature))
-        verdict = self._verdicts.get(key)
-        if verdict is not None:
-            self.hits += 1
-            return verdict
-        self.misses += 1
-        verdict = evaluate(authority.state, node_key, signature)
-        self._store(head, [(key, verdict)])
-        return verdict
-
-    def refresh(
-        self,
-        authority: Authority,
-        pairs: Sequence[tuple[bytes, bytes]],
-        executor: Executor | None = None,
-    ) -> list[Verdict]:
-        """Re-evaluate *pairs* under *authority*'s head and cache the verdicts.
-
-        What a control plane does for all its nodes after the head moves.
-        Pairs already cached under this head are not evaluated again.
-        """
-        head = authority.head_hash
-        keys = [(head, nk, _digest(sig)) for nk, sig in pairs]
-        out: list[Verdict | None] = [self._verdicts.get(k) for k in keys]
-        todo = [i for i, v in enumerate(out) if v is None]
-        fresh = evaluate_many(authority.state, [pairs[i] for i in todo], executor)
-        for i, v in zip(todo, fresh, strict=True):
-            out[i] = v
-        self._store(head, ((keys[i], v) for i, v in zip(todo, fresh, strict=True)))
-        self.misses += len(todo)
-        self.hits += len(pairs) - len(todo)
-        return [v for v in out if v is not None]
+        return len(self._checked)
 
     def clear(self) -> None:
-        """Drop every cached verdict."""
+        """Forget every cached verdict (tests and benchmarks)."""
         with self._lock:
-            self._verdicts = {}
-            self._head = None
+            self._checked = {}
+            self._trusted = {}
+            self.hits = self.misses = 0
 
-    def _store(
-        self, head: bytes, items: Iterable[tuple[tuple[bytes, bytes, bytes], Verdict]]
-    ) -> None:
+    # -- the two parts ---------------------------------------------------------
+
+    def trusted(self, authority: Authority) -> frozenset[bytes]:
+        """The IDs of the keys trusted at *authority*'s head (cached by head hash)."""
+        head = authority.head_hash
+        found = self._trusted.get(head)
+        if found is None:
+            found = trusted_key_ids(authority.state)
+            with self._lock:
+                if len(self._trusted) >= 64:
+                    # Heads only move forward; a few recent ones serve
+                    # before/after comparisons and lagging replicas.
+                    self._trusted.pop(next(iter(self._trusted)))
+                self._trusted[head] = found
+        return found
+
+    def checked(self, node_key: bytes, signature: bytes | None) -> Checked:
+        """The crypto verdict on one pair, verified on first use only."""
+        key = (node_key, signature or None)
+        found = self._checked.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = check(node_key, signature)
+        self._store([(key, found)])
+        return found
+
+    def check_many(
+        self, pairs: Sequence[tuple[bytes, bytes | None]], chunks_per_worker: int = 4
+    ) -> list[Checked]:
+        """Crypto verdicts for many pairs, in order; unseen ones checked in parallel."""
+        keys = [(nk, sig or None) for nk, sig in pairs]
+        cache = self._checked
+        out: list[Checked | None] = [cache.get(k) for k in keys]
+        todo = [i for i, c in enumerate(out) if c is None]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if not todo:
+            return out  # type: ignore[return-value]  # no None left
+        todo_pairs = [keys[i] for i in todo]
+        fresh = self._run_checks(todo_pairs, chunks_per_worker)
+        for i, c in zip(todo, fresh, strict=True):
+            out[i] = c
+        self._store(zip(todo_pairs, fresh, strict=True))
+        return out  # type: ignore[return-value]  # every slot filled above
+
+    def _pool(self) -> tuple[Executor, int]:
+        if self._executor is not None:
+            workers = getattr(self._executor, "_max_workers", None) or os.cpu_count() or 1
+            return self._executor, workers
         with self._lock:
-            if head != self._head:
-                # A new head: verdicts of the old one are dead weight. (A
-                # caller still holding an older authority just repopulates.)
-                self._verdicts = {}
-                self._head = head
-            verdicts = self._verdicts
-            for key, verdict in items:
-                verdicts[key] = verdict
-            excess = len(verdicts) - self._max
+            if self._own_pool is None:
+                self._own_pool = ThreadPoolExecutor(
+                    max_workers=os.cpu_count() or 1, thread_name_prefix="tka-admission"
+                )
+            return self._own_pool, self._own_pool._max_workers
+
+    def _run_checks(
+        self, pairs: Sequence[tuple[bytes, bytes | None]], chunks_per_worker: int
+    ) -> list[Checked]:
+        if len(pairs) < _MIN_PARALLEL or (os.cpu_count() or 1) < 2:
+            return [check(nk, sig) for nk, sig in pairs]
+        pool, workers = self._pool()
+        size = max(1, -(-len(pairs) // (workers * max(1, chunks_per_worker))))
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        futures = [pool.submit(_check_chunk, c) for c in chunks[1:]]
+        # The calling thread takes the first chunk rather than wait idle.
+        out = _check_chunk(chunks[0])
+        for f in futures:
+            out.extend(f.result())
+        return out
+
+    def _store(self, items: Iterable[tuple[tuple[bytes, bytes | None], Checked]]) -> None:
+        with self._lock:
+            cache = self._checked
+            for key, c in items:
+                cache[key] = c
+            excess = len(cache) - self._max
             if excess > 0:
                 # Drop the oldest tenth at once, so that a full cache does
                 # not pay for an eviction on every insert.
-                drop = excess + self._max // 10
-                for old in list(itertools.islice(verdicts, drop)):
-                    del verdicts[old]
+                for old in list(itertools.islice(cache, excess + self._max // 10)):
+                    del cache[old]
+
+    # -- decisions ---------------------------------------------------------------
+
+    def decide(self, authority: Authority, node_key: bytes, signature: bytes | None) -> Decision:
+        """The authority's decision on one node, from the caches when possible."""
+        return self.checked(node_key, signature).under(self.trusted(authority))
+
+    def evaluate(self, authority: Authority, nodes: Sequence[NodeRecord]) -> list[NodeDecision]:
+        """Decide every node of a tailnet, superseded rotations included."""
+        checked = self.check_many([(n.node_key, n.signature) for n in nodes])
+        return _node_decisions(nodes, checked, self.trusted(authority))
+
+    def reevaluate(
+        self, before: Authority | None, after: Authority, nodes: Sequence[NodeRecord]
+    ) -> Reevaluation:
+        """Decide every node at *after*'s head and report exactly which changed since *before*.
+
+        *before* ``None`` means lock was not enforced: every node was admitted.
+        Signatures checked before are not verified again: only the trusted-key
+        sets of the two heads are compared.
+        """
+        nodes = list(nodes)
+        checked = self.check_many([(n.node_key, n.signature) for n in nodes])
+        new = _node_decisions(nodes, checked, self.trusted(after))
+        if before is None:
+            was = [True] * len(nodes)
+        else:
+            was = _admitted_flags(nodes, checked, self.trusted(before))
+        locked: list[NodeDecision] = []
+        admitted: list[NodeDecision] = []
+        for d, w in zip(new, was, strict=True):
+            now = d.decision.admitted and not d.superseded
+            if now != w:
+                (admitted if now else locked).append(d)
+        return Reevaluation(after.head_hash, tuple(new), tuple(locked), tuple(admitted))
+
+    def locked_out(self, authority: Authority, nodes: Sequence[NodeRecord]) -> list[NodeDecision]:
+        """The nodes the authority does not admit, with the reasons."""
+        return [d for d in self.evaluate(authority, nodes) if not d.admitted]
+
+    def affected_signatures(
+        self, authority: Authority, nodes: Iterable[NodeRecord], key_id: bytes
+    ) -> list[NodeRecord]:
+        """Nodes whose valid signature is rooted in *key_id* (``affected-sigs``).
+
+        These are the signatures that removing the key would invalidate; each
+        admits its node key at the current head, as Tailscale's client checks.
+        """
+        trusted = self.trusted(authority)
+        out = []
+        for n in nodes:
+            d = self.checked(n.node_key, n.signature).under(trusted)
+            if d.admitted and d.signing_key == key_id:
+                out.append(n)
+        return out
+
+    def close(self) -> None:
+        """Stop the thread pool this object made (if any)."""
+        with self._lock:
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -135,9 +135,12 @@ def _verify_aum(aum: AUM, state: State, is_genesis: bool, deferred: list[_Check]
 # A batch of updates (a node catching up, a control plane applying a sync)
 # is dominated by Ed25519 checks. libsodium is called through cffi, which
 # releases the GIL for the call, so the checks of a batch are spread over a
-# few threads, one per core. Below this many checks, threads cost more than
+# few threads, one per core (ed25519.verify_zip215_threaded asks libsodium
+# first for that reason). Below this many checks, threads cost more than
 # they save.
 _PARALLEL_MIN_CHECKS = 16
+
+Verifier = Callable[[bytes, bytes, bytes], bool]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
@@ -162,10 +165,12 @@ def _verifier_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _first_invalid_in(checks: Sequence[_Check], start: int, stop: int) -> int | None:
+def _first_invalid_in(
+    checks: Sequence[_Check], start: int, stop: int, verify: Verifier = ed25519.verify_zip215
+) -> int | None:
     for n in range(start, stop):
         public, message, signature, _ = checks[n]
-        if not ed25519.verify_zip215(public, message, signature):
+        if not verify(public, message, signature):
             return n
     return None
 
@@ -182,8 +187,10 @@ def _first_invalid(checks: Sequence[_Check]) -> int | None:
     size = -(-len(checks) // workers)
     bounds = [(lo, min(lo + size, len(checks))) for lo in range(0, len(checks), size)]
     pool = _verifier_pool(workers - 1)
-    futures = [pool.submit(_first_invalid_in, checks, lo, hi) for lo, hi in bounds[1:]]
-    found = [_first_invalid_in(checks, *bounds[0])]
+    # The threaded form of the ZIP-215 check: ed25519-zebra holds the GIL.
+    verify = ed25519.verify_zip215_threaded
+    futures = [pool.submit(_first_invalid_in, checks, lo, hi, verify) for lo, hi in bounds[1:]]
+    found = [_first_invalid_in(checks, *bounds[0], verify)]
     found += [f.result() for f in futures]
     failed = [n for n in found if n is not None]
     return min(failed) if failed else None

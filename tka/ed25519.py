@@ -15,38 +15,61 @@ Tailscale does not verify every Ed25519 signature the same way:
 In both, ``k = SHA-512(R_bytes || A_bytes || M) mod L`` is computed over the
 bytes *as received*, not over re-encoded points.
 
-Both rules are wider than libsodium, which refuses small-order points and
-non-canonical encodings. A signature libsodium accepts is accepted by both
-rules (see :func:`_libsodium_is_narrower` for why, and for the check that keeps
-it true), so libsodium is the fast path. Only what libsodium refuses is decided
-by the small, exact, variable-time edwards25519 code below. Verification
-handles only public data, so variable time is fine; signing never touches the
-pure-Python code and always goes through libsodium.
+Every verdict comes from a native library that implements the rule exactly;
+tka does no curve arithmetic of its own:
+
+* ZIP-215: ``ed25519-zebra`` (the Zcash Foundation's reference implementation
+  of ZIP-215, through the ``py-ed25519-zebra-bindings`` wheel).
+* Go's rule: libsodium first (PyNaCl). Released libsodium is narrower than
+  Go's rule -- it also refuses small-order and non-canonical points -- so
+  whatever it accepts Go accepts, and an honest signature costs one libsodium
+  call. What libsodium refuses is decided by OpenSSL (through
+  ``cryptography``), whose Ed25519 verification is Go's rule: cofactorless,
+  R compared as bytes, lax point decoding, ``S < L``.
+* :func:`verify_zip215_threaded` gives :func:`verify_zip215`'s verdict in a
+  form that runs in parallel on threads: the zebra bindings hold the GIL, so
+  libsodium (which releases it, and whose acceptance implies ZIP-215's) is
+  asked first and zebra decides only what libsodium refuses.
+
+At import, known-answer canaries (small-order and mixed-order keys,
+non-canonical encodings, S >= L, honest and forged signatures) check that each
+library still implements its rule. If one does not -- a libsodium built with
+``ED25519_COMPAT`` or from its cofactored development branch, an OpenSSL or
+zebra that changed its rules -- every verification and signing call raises
+:class:`Ed25519LibraryError`: tka refuses to give verdicts rather than give
+different ones from Tailscale's nodes. The pure-Python statement of both rules
+lives in the test suite as an independent third opinion.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
+import threading
+from collections.abc import Callable
 from typing import Final
 
+import ed25519_zebra
+import nacl._sodium
 import nacl.bindings
-import nacl.exceptions
 import nacl.signing
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tka.errors import UsageError
+from tka.errors import TKAError, UsageError
 
 __all__ = [
     "PUBLIC_KEY_SIZE",
     "SEED_SIZE",
     "SIGNATURE_SIZE",
+    "Ed25519LibraryError",
     "generate_seed",
+    "library_versions",
     "public_from_private",
     "public_from_seed",
     "sign",
     "verify_go_stdlib",
     "verify_zip215",
+    "verify_zip215_threaded",
 ]
 
 PUBLIC_KEY_SIZE: Final = 32
@@ -54,278 +77,273 @@ SIGNATURE_SIZE: Final = 64
 SEED_SIZE: Final = 32
 _PRIVATE_KEY_SIZE: Final = 64  # Go's ed25519.PrivateKey: seed || public
 
-# --- edwards25519 parameters (RFC 8032, section 5.1) -------------------------
 
-_P: Final = 2**255 - 19  # field prime
-_L: Final = 2**252 + 27742317777372353535851937790883648493  # prime subgroup order
-_D: Final = -121665 * pow(121666, -1, _P) % _P  # curve: -x^2 + y^2 = 1 + d x^2 y^2
-_D2: Final = 2 * _D % _P
-_SQRT_M1: Final = pow(2, (_P - 1) // 4, _P)  # a square root of -1 (p = 5 mod 8)
+class Ed25519LibraryError(TKAError):
+    """An installed Ed25519 library does not implement the rule tka relies on it for."""
 
-# A point in extended coordinates (X, Y, Z, T): x = X/Z, y = Y/Z, x*y = T/Z.
-# Plain Python integers keep the arithmetic exact and easy to check.
-_Point = tuple[int, int, int, int]
-
-_IDENTITY: Final[_Point] = (0, 1, 1, 0)
+    def hint(self) -> str | None:
+        """What to do about it."""
+        return (
+            "reinstall the libraries tka depends on (PyNaCl, cryptography, "
+            "py-ed25519-zebra-bindings) from their official wheels"
+        )
 
 
-def _add(p: _Point, q: _Point) -> _Point:
-    """Return p + q (RFC 8032 5.1.4; complete for a = -1, so also valid for p == q)."""
-    x1, y1, z1, t1 = p
-    x2, y2, z2, t2 = q
-    a = (y1 - x1) * (y2 - x2) % _P
-    b = (y1 + x1) * (y2 + x2) % _P
-    c = t1 * _D2 * t2 % _P
-    d = 2 * z1 * z2 % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+# --- the native verifiers ------------------------------------------------------
+#
+# Each takes bytes objects of the right lengths (the public functions check);
+# none raises for a bad signature.
+
+_zebra_verify: Final = ed25519_zebra.ed_verify
+_openssl_key: Final = Ed25519PublicKey.from_public_bytes
 
 
-def _double(p: _Point) -> _Point:
-    """Return 2p (RFC 8032 5.1.4 doubling; cheaper than _add(p, p))."""
-    x1, y1, z1, _ = p
-    a = x1 * x1 % _P
-    b = y1 * y1 % _P
-    c = 2 * z1 * z1 % _P
-    h = a + b
-    e = h - (x1 + y1) * (x1 + y1)
-    g = a - b
-    f = c + g
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+def _zebra(public: bytes, message: bytes, signature: bytes) -> bool:
+    """ed25519-zebra's verdict: ZIP-215."""
+    return bool(_zebra_verify(signature, message, public))
 
 
-def _neg(p: _Point) -> _Point:
-    x, y, z, t = p
-    return (-x % _P, y, z, -t % _P)
+# libsodium's crypto_sign_open, called through PyNaCl's cffi module directly:
+# PyNaCl's wrapper allocates and copies the opened message on every call, a
+# few microseconds held under the GIL that threads verifying in parallel
+# would otherwise queue for. Each thread keeps one output buffer.
+_sodium_lib_open: Final = nacl._sodium.lib.crypto_sign_open
+_sodium_new: Final = nacl._sodium.ffi.new
+_buffers = threading.local()
 
 
-def _is_identity(p: _Point) -> bool:
-    x, y, z, _ = p
-    return x % _P == 0 and (y - z) % _P == 0
+def _sodium(public: bytes, message: bytes, signature: bytes) -> bool:
+    """libsodium's verdict (narrower than both rules; releases the GIL)."""
+    signed = signature + message
+    n = len(signed)
+    out = getattr(_buffers, "out", None)
+    if out is None or len(out) < n:
+        out = _buffers.out = _sodium_new("unsigned char[]", max(n, 1024))
+        _buffers.length = _sodium_new("unsigned long long *")
+    return bool(_sodium_lib_open(out, _buffers.length, signed, n, public) == 0)
 
 
-def _decode(data: bytes) -> _Point | None:
-    """Decode a 32-byte point the way Go's edwards25519 ``Point.SetBytes`` does.
-
-    Both verifiers Tailscale uses decode points with this function, and it is
-    deliberately laxer than RFC 8032 5.1.3:
-
-    * a y-coordinate >= p is accepted and reduced mod p (RFC 8032 rejects it);
-    * the sign bit is honoured even when x = 0, so the "negative zero"
-      encodings of (0, 1) and (0, -1) are accepted (RFC 8032 rejects them).
-
-    Only an encoding whose y has no matching x on the curve is refused.
-    """
-    if len(data) != 32:
-        return None
-    y = (int.from_bytes(data, "little") & ((1 << 255) - 1)) % _P
-    sign = data[31] >> 7
-    # x^2 = (y^2 - 1) / (d y^2 + 1); the denominator is never 0 because d is
-    # not a square.
-    u = (y * y - 1) % _P
-    v = (_D * y * y + 1) % _P
-    x2 = u * pow(v, _P - 2, _P) % _P
-    x = pow(x2, (_P + 3) // 8, _P)  # a square root of x2 or of -x2
-    if (x * x - x2) % _P != 0:
-        x = x * _SQRT_M1 % _P
-        if (x * x - x2) % _P != 0:
-            return None  # not on the curve
-    if x & 1 != sign:
-        x = -x % _P  # when x == 0 this stays 0: negative zero is accepted
-    return (x, y, 1, x * y % _P)
-
-
-def _encode(p: _Point) -> bytes:
-    """Return the canonical encoding (y < p, sign bit = x mod 2)."""
-    x, y, z, _ = p
-    zinv = pow(z, _P - 2, _P)
-    x, y = x * zinv % _P, y * zinv % _P
-    return (y | (x & 1) << 255).to_bytes(32, "little")
-
-
-def _base_point() -> _Point:
-    base = _decode((4 * pow(5, -1, _P) % _P).to_bytes(32, "little"))  # y = 4/5, x even
-    assert base is not None
-    return base
-
-
-_B: Final[_Point] = _base_point()
-
-# Encoding of a point of order 8 (x, y both nonzero); used to build a canary.
-_ORDER_8_POINT: Final = "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"
-
-
-def _mul(n: int, p: _Point) -> _Point:
-    """Return [n]p by double-and-add (variable time: only public data is used)."""
-    q = _IDENTITY
-    for i in reversed(range(n.bit_length())):
-        q = _double(q)
-        if n >> i & 1:
-            q = _add(q, p)
-    return q
-
-
-def _sb_minus_ka(s: int, k: int, a: _Point) -> _Point:
-    """Return [s]B - [k]A with one shared doubling chain (Straus/Shamir)."""
-    neg_a = _neg(a)
-    both = _add(_B, neg_a)
-    q = _IDENTITY
-    for i in reversed(range(max(s.bit_length(), k.bit_length()))):
-        q = _double(q)
-        sb, kb = s >> i & 1, k >> i & 1
-        if sb and kb:
-            q = _add(q, both)
-        elif sb:
-            q = _add(q, _B)
-        elif kb:
-            q = _add(q, neg_a)
-    return q
-
-
-def _challenge(r_bytes: bytes, a_bytes: bytes, message: bytes) -> int:
-    # Both verifiers hash the received encodings, so a non-canonical A or R
-    # changes k even though it names the same point.
-    digest = hashlib.sha512(r_bytes + a_bytes + message).digest()
-    return int.from_bytes(digest, "little") % _L
-
-
-def _scalar(signature: bytes) -> int | None:
-    """Return S if it is canonical (S < L); both verifiers refuse S >= L."""
-    s = int.from_bytes(signature[32:], "little")
-    return s if s < _L else None
-
-
-# --- slow paths: exact statements of the two rules ---------------------------
-
-
-def _zip215_slow(public: bytes, message: bytes, signature: bytes) -> bool:
-    """ed25519consensus.Verify in full. Lengths must already be checked."""
-    s = _scalar(signature)
-    if s is None:
-        return False
-    a = _decode(public)
-    r = _decode(signature[:32])
-    if a is None or r is None:
-        return False
-    k = _challenge(signature[:32], public, message)
-    diff = _add(_sb_minus_ka(s, k, a), _neg(r))
-    # Multiplying by the cofactor 8 discards any torsion component, so small-
-    # order and mixed-order A and R are accepted when the prime-order parts agree.
-    return _is_identity(_double(_double(_double(diff))))
-
-
-def _go_stdlib_slow(public: bytes, message: bytes, signature: bytes) -> bool:
-    """crypto/ed25519.Verify in full. Lengths must already be checked."""
-    s = _scalar(signature)
-    if s is None:
-        return False
-    a = _decode(public)
-    if a is None:
-        return False
-    k = _challenge(signature[:32], public, message)
-    # R is never decoded: the recomputed point is encoded canonically and
-    # compared byte for byte, so a non-canonical R can never match, and a
-    # torsion component of A that [k] does not cancel makes it fail.
-    return _encode(_sb_minus_ka(s, k, a)) == signature[:32]
-
-
-# --- fast path: libsodium ----------------------------------------------------
-
-
-def _libsodium_accepts(public: bytes, message: bytes, signature: bytes) -> bool:
-    """libsodium's verdict. Lengths must already be checked (it reads 32 key bytes)."""
+def _openssl(public: bytes, message: bytes, signature: bytes) -> bool:
+    """OpenSSL's verdict: Go's crypto/ed25519 rule."""
     try:
-        nacl.bindings.crypto_sign_open(signature + message, public)
-    except nacl.exceptions.BadSignatureError:
+        # from_public_bytes only checks the length: the point is decoded by
+        # the verification itself, which refuses what does not decode.
+        _openssl_key(public).verify(signature, message)
+    except InvalidSignature:
         return False
     return True
 
 
-def _canaries() -> list[tuple[bytes, bytes, bytes]]:
-    """Return (public, message, signature) triples Go's rule refuses but a laxer libsodium takes."""
-    message = b"tka ed25519 fast-path canary"
+# --- known answers --------------------------------------------------------------
+#
+# (name, public, message, signature, ZIP-215 verdict, Go verdict), computed with
+# the pure-Python reference in tests/ed25519_ref.py and checked there against it.
+# Each covers one way the rules differ from each other or from RFC 8032.
+_KNOWN_ANSWERS: Final = (
+    (
+        "honest signature",
+        "ab020d5af731c23004ffd93365462dd861dc969c96f7e9024c2b632c6149aba3",
+        "746b6120656432353531392063616e617279",
+        "895cd9a124ab228433a2afe22262535078f56e98ef02027e181017b2a37eeddb"
+        "2b9ce6d0fca7cbda6ed60e0153f623a8cae508daf4d5f439b17515f2f4d08603",
+        True,
+        True,
+    ),
+    (
+        "forged signature (other message)",
+        "ab020d5af731c23004ffd93365462dd861dc969c96f7e9024c2b632c6149aba3",
+        "746b6120656432353531392063616e61727921",
+        "895cd9a124ab228433a2afe22262535078f56e98ef02027e181017b2a37eeddb"
+        "2b9ce6d0fca7cbda6ed60e0153f623a8cae508daf4d5f439b17515f2f4d08603",
+        False,
+        False,
+    ),
+    (
+        "S + L (non-canonical S below 2^253)",
+        "ab020d5af731c23004ffd93365462dd861dc969c96f7e9024c2b632c6149aba3",
+        "746b6120656432353531392063616e617279",
+        "895cd9a124ab228433a2afe22262535078f56e98ef02027e181017b2a37eeddb"
+        "1870dc2d170bde32457306a431f002bdcae508daf4d5f439b17515f2f4d08613",
+        False,
+        False,
+    ),
+    (
+        "S with its top three bits set",
+        "ab020d5af731c23004ffd93365462dd861dc969c96f7e9024c2b632c6149aba3",
+        "746b6120656432353531392063616e617279",
+        "895cd9a124ab228433a2afe22262535078f56e98ef02027e181017b2a37eeddb"
+        "2b9ce6d0fca7cbda6ed60e0153f623a8cae508daf4d5f439b17515f2f4d086e3",
+        False,
+        False,
+    ),
+    (
+        "mixed-order key, honestly signed, k not a multiple of 8",
+        "90265b84c3f752f9c36023a152f079b9e57e5590fbe7107ffb026116641479a6",
+        "746b6120656432353531392063616e61727900",
+        "936fcbbae8b8dc4df0bab97a003aae43471c82b3f363f9c774596c138fd3e83c"
+        "223460b1602b5736f4bf25b4a71dfa3375fb5a433ed8709c743aad3774ad1e0b",
+        True,
+        False,
+    ),
+    (
+        "small-order A and R, S = 0, R = -[k]A",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "746b6120656432353531392063616e61727900",
+        "0000000000000000000000000000000000000000000000000000000000000080"
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        True,
+        True,
+    ),
+    (
+        "small-order A and R, S = 0, R != -[k]A",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "746b6120656432353531392063616e61727900",
+        "0100000000000000000000000000000000000000000000000000000000000000"
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        True,
+        False,
+    ),
+    (
+        "non-canonical A (y = p + 1)",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "746b6120656432353531392063616e617279",
+        "0100000000000000000000000000000000000000000000000000000000000000"
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        True,
+        True,
+    ),
+    (
+        "negative-zero A (x = 0, sign bit set)",
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "746b6120656432353531392063616e617279",
+        "0100000000000000000000000000000000000000000000000000000000000000"
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        True,
+        True,
+    ),
+    (
+        "non-canonical R (y = p + 1)",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "746b6120656432353531392063616e617279",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        True,
+        False,
+    ),
+)
 
-    # An honest signature with S replaced by S + L (still below 2^253, so even
-    # a check of only the top three bits lets it through).
-    seed = hashlib.sha256(b"tka canary seed").digest()
-    honest = nacl.signing.SigningKey(seed).sign(message).signature
-    s_plus_l = int.from_bytes(honest[32:], "little") + _L
-    non_canonical_s = honest[:32] + s_plus_l.to_bytes(32, "little")
 
-    # Key A = [a]B + T (T of order 8) signed honestly with a, over a message
-    # whose k is not a multiple of 8: [S]B - [k]A = R - [k]T != R, so Go
-    # refuses it while any cofactored check accepts it.
-    torsion = _decode(bytes.fromhex(_ORDER_8_POINT))
-    assert torsion is not None
-    a = int.from_bytes(hashlib.sha512(b"tka canary a").digest(), "little") % _L
-    r = int.from_bytes(hashlib.sha512(b"tka canary r").digest(), "little") % _L
-    mixed_public = _encode(_add(_mul(a, _B), torsion))
-    r_bytes = _encode(_mul(r, _B))
-    counter = 0
-    while _challenge(r_bytes, mixed_public, message + bytes([counter])) % 8 == 0:
-        counter += 1
-    mixed_message = message + bytes([counter])
-    k = _challenge(r_bytes, mixed_public, mixed_message)
-    mixed_sig = r_bytes + ((r + k * a) % _L).to_bytes(32, "little")
+def _known_answer_failures() -> list[str]:
+    """Every way an installed library departs from the rule tka uses it for.
 
-    return [
-        (public_from_seed(seed), message, non_canonical_s),
-        (mixed_public, mixed_message, mixed_sig),
-    ]
-
-
-@functools.cache
-def _libsodium_is_narrower() -> bool:
-    """Check, once, that libsodium accepts nothing either rule would refuse.
-
-    Released libsodium (1.0.18 to 1.0.21) accepts only when S < L, A is a
-    canonical encoding not of small order, R is not of small order, and the
-    canonical encoding of [S]B - [k]A equals the R bytes. Then A decodes to
-    the same point under Go's rules, Go's byte comparison succeeds, and R is
-    that same point, so the cofactored equation holds too: both rules accept.
-
-    Two plausible builds break that: libsodium's development branch (which
-    accepts when R - ([S]B - [k]A) is merely of small order, i.e. cofactored,
-    so it takes mixed-order keys that Go refuses) and an ``ED25519_COMPAT``
-    build (which takes S >= L). The :func:`_canaries` detect either; if
-    libsodium accepts one, the fast path is switched off for good and every
-    verdict comes from the exact code above. Costs a few milliseconds, once.
+    * ed25519-zebra must give the ZIP-215 verdict on every case;
+    * OpenSSL must give Go's verdict on every case;
+    * libsodium must refuse every case Go refuses (so that its acceptance
+      implies both rules: ZIP-215 accepts a superset of Go's rule) and accept
+      the honest signature.
     """
-    return not any(_libsodium_accepts(*c) for c in _canaries())
+    problems = []
+    for name, public_hex, message_hex, signature_hex, zip215, go in _KNOWN_ANSWERS:
+        public = bytes.fromhex(public_hex)
+        message = bytes.fromhex(message_hex)
+        signature = bytes.fromhex(signature_hex)
+        if _zebra(public, message, signature) != zip215:
+            problems.append(f"ed25519-zebra departs from ZIP-215 on: {name}")
+        if _openssl(public, message, signature) != go:
+            problems.append(f"OpenSSL departs from Go's crypto/ed25519 on: {name}")
+        accepted = _sodium(public, message, signature)
+        if accepted and not go:
+            problems.append(f"libsodium accepts what Go refuses: {name}")
+        if name == "honest signature" and not accepted:
+            problems.append("libsodium refuses an honest signature")
+    return problems
+
+
+_FAILURES: Final = tuple(_known_answer_failures())
+
+
+def _library_error() -> Ed25519LibraryError:
+    return Ed25519LibraryError(
+        "refusing to verify or sign Ed25519 signatures: an installed library does not "
+        "implement the rule tka relies on it for (" + "; ".join(_FAILURES) + ")"
+    )
+
+
+def _check_libraries() -> None:
+    """Raise :class:`Ed25519LibraryError` when the known-answer checks failed at import."""
+    if _FAILURES:
+        raise _library_error()
 
 
 # --- public API ----------------------------------------------------------------
 
 
-def _sizes_ok(public: bytes, signature: bytes) -> bool:
-    return len(public) == PUBLIC_KEY_SIZE and len(signature) == SIGNATURE_SIZE
+def library_versions() -> dict[str, str]:
+    """Versions of the native Ed25519 libraries tka calls (for reports and benchmarks)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"libsodium": "bundled with PyNaCl"}
+    for dist in ("pynacl", "cryptography", "py-ed25519-zebra-bindings"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "?"
+    return out
 
 
 def verify_zip215(public: bytes, message: bytes, signature: bytes) -> bool:
     """Return whether *signature* is valid under ZIP-215 (ed25519consensus.Verify).
 
-    Wrong-length keys or signatures return ``False``; this never raises.
+    Decided by ed25519-zebra. Wrong-length keys or signatures return
+    ``False``. Raises only :class:`Ed25519LibraryError`, when the import-time
+    known-answer checks failed.
     """
-    if not _sizes_ok(public, signature):
+    if _FAILURES:
+        raise _library_error()
+    if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    public, message, signature = bytes(public), bytes(message), bytes(signature)
-    if _libsodium_accepts(public, message, signature) and _libsodium_is_narrower():
-        return True
-    return _zip215_slow(public, message, signature)
+    try:
+        verdict: bool = _zebra_verify(signature, message, public)
+    except TypeError:
+        # The bindings take exactly bytes, not bytearray or memoryview.
+        verdict = _zebra_verify(bytes(signature), bytes(message), bytes(public))
+    return verdict
+
+
+def verify_zip215_threaded(public: bytes, message: bytes, signature: bytes) -> bool:
+    """:func:`verify_zip215`'s verdict, computed so that threads run in parallel.
+
+    The zebra bindings hold the GIL while they verify; libsodium releases
+    it. libsodium accepts only what Go's rule accepts, which ZIP-215 accepts
+    too, so it decides every signature it accepts (all honest ones) and
+    ed25519-zebra decides the rest. One thread: slightly slower than
+    :func:`verify_zip215`; several: they verify at the same time.
+    """
+    return _sodium_then(_zebra, public, message, signature)
 
 
 def verify_go_stdlib(public: bytes, message: bytes, signature: bytes) -> bool:
     """Return whether *signature* is valid under Go's ``crypto/ed25519.Verify``.
 
+    libsodium decides what it accepts (Go accepts it too), OpenSSL the rest.
     Wrong-length keys or signatures return ``False`` (Go panics on a bad key
-    length; tka checks the length before calling it). This never raises.
+    length; tka checks the length before calling it). Raises only
+    :class:`Ed25519LibraryError`, when the import-time known-answer checks
+    failed.
     """
-    if not _sizes_ok(public, signature):
+    return _sodium_then(_openssl, public, message, signature)
+
+
+def _sodium_then(
+    decide: Callable[[bytes, bytes, bytes], bool], public: bytes, message: bytes, signature: bytes
+) -> bool:
+    """libsodium's acceptance (which implies both rules), else *decide*'s verdict."""
+    if _FAILURES:
+        raise _library_error()
+    if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     public, message, signature = bytes(public), bytes(message), bytes(signature)
-    if _libsodium_accepts(public, message, signature) and _libsodium_is_narrower():
-        return True
-    return _go_stdlib_slow(public, message, signature)
+    return _sodium(public, message, signature) or decide(public, message, signature)
 
 
 def _check_private(private: bytes) -> None:
@@ -341,13 +359,16 @@ def sign(private: bytes, message: bytes) -> bytes:
 
     *private* is either a 32-byte seed or Go's 64-byte ``ed25519.PrivateKey``
     (seed followed by public key). Raises :class:`~tka.errors.UsageError` on
-    any other length.
+    any other length, and :class:`Ed25519LibraryError` when the import-time
+    known-answer checks failed (a library that verifies wrongly is not
+    trusted to sign either).
 
     With the 64-byte form, Go hashes the *stored* public half into k without
     checking it against the seed, and so does libsodium's ``crypto_sign``; a
     key whose halves disagree therefore gives the same (unverifiable) bytes
     as in Go rather than an error.
     """
+    _check_libraries()
     _check_private(private)
     if len(private) == SEED_SIZE:
         seeded: bytes = nacl.signing.SigningKey(bytes(private)).sign(bytes(message)).signature

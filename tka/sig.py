@@ -250,11 +250,18 @@ class NodeKeySignature:
 
     # -- verification ------------------------------------------------------
 
-    def verify(self, node_key: bytes | None, key: Key) -> None:
+    def verify(
+        self,
+        node_key: bytes | None,
+        key: Key,
+        verify_zip215: Callable[[bytes, bytes, bytes], bool] = ed25519.verify_zip215,
+    ) -> None:
         """Check this signature admits *node_key* (raw 32 bytes) under trusted *key*.
 
         Raises :class:`~tka.errors.NotAuthorized` with the reason otherwise.
         *node_key* is ignored for credential signatures, which carry none.
+        *verify_zip215* is the ZIP-215 check to use (the same verdict in
+        another form, e.g. :func:`tka.ed25519.verify_zip215_threaded`).
         """
         sig = self
         depth = 0
@@ -297,7 +304,7 @@ class NodeKeySignature:
                 public = key.public or b""
                 if len(public) != ed25519.PUBLIC_KEY_SIZE:
                     raise NotAuthorized(f"{where}ed25519 key has wrong length: {len(public)}")
-                if not ed25519.verify_zip215(public, sig.sig_hash, sig.signature or b""):
+                if not verify_zip215(public, sig.sig_hash, sig.signature or b""):
                     raise NotAuthorized(f"{where}invalid signature")
                 return
             raise NotAuthorized(f"{where}unhandled signature type: {sig.kind_name}")

@@ -4,10 +4,9 @@ A control plane holds each tailnet's authority (its AUMs), enforces node-key
 signatures and answers the TKA RPCs Tailscale's nodes send. This package is
 that piece, with no web framework inside:
 
-* :mod:`tka.control.decisions`: admitted or locked out, with a reason a
-  person can read; every node re-evaluated when the head changes; locked-out
-  listing; the signatures a key made; decisions cached by (head, node key,
-  signature hash);
+* :mod:`tka.admission` (re-exported here): admitted or locked out, with a
+  reason a person can read; every node re-evaluated when the head changes;
+  locked-out listing; the signatures a key made; signatures verified once;
 * :mod:`tka.control.wire`: the RPC bodies, shaped as ``tailcfg``'s types;
 * :mod:`tka.control.service`: the RPC handlers and admin operations as plain
   functions over a store, verifying everything they are sent;
@@ -22,10 +21,9 @@ service over HTTP.
 
 from __future__ import annotations
 
-from tka.control.decisions import (
+from tka.admission import (
     Admission,
     Decision,
-    DecisionCache,
     NodeDecision,
     NodeRecord,
     Reevaluation,
@@ -35,7 +33,6 @@ from tka.control.decisions import (
 __all__ = [
     "Admission",
     "Decision",
-    "DecisionCache",
     "NodeDecision",
     "NodeRecord",
     "Reevaluation",

@@ -65,11 +65,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from tka.admission import Admission, NodeDecision, NodeRecord
 from tka.aum import AUM, AUMKind, hash_to_text
 from tka.authority import Authority
 from tka.bundle import parents_first
 from tka.control import wire
-from tka.control.decisions import Admission, NodeDecision, NodeRecord
 from tka.control.errors import (
     BadRequest,
     Conflict,
