@@ -147,12 +147,11 @@ class State:
             old = self.get_key(key_id)
             if old is None:
                 raise StateError("update-key AUM names a key that is not trusted")
+            # Absent fields leave the key as it was: an update that carries
+            # neither votes nor meta changes nothing but the head (Tailscale
+            # applies only what was decoded, and the wire form drops an
+            # empty meta map, so there is nothing else to apply).
             meta = old.meta if update.meta is None else update.meta
-            if update.votes is None and update.meta is None:
-                # Such an update can only have been made with an empty
-                # metadata map, which the wire form omits; Tailscale applies
-                # that map (nil and empty metadata encode the same).
-                meta = {}
             new = Key(
                 old.kind, old.votes if update.votes is None else update.votes, old.public, meta
             )
