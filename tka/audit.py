@@ -1216,9 +1216,11 @@ def audit_directory(path: str | os.PathLike[str]) -> AuditReport:
                 "directory", "invalid", (AuditReason(f"reading the directory: {exc}"),)
             )
         node_head: bytes | None = None
+        open_error: TKAError | None = None
         try:
             node_head = Authority.open(store).head_hash
         except TKAError as exc:
+            open_error = exc
             warnings.append(
                 AuditWarning(
                     "node-cannot-open",
@@ -1229,6 +1231,18 @@ def audit_directory(path: str | os.PathLike[str]) -> AuditReport:
     finally:
         store.close()
     report = _audit_tree(aums, "directory", prefer_root=hint, extra=warnings)
+    if open_error is not None:
+        # Whatever its AUMs verify to, a directory that Tailscale's Open
+        # (and Authority.open) refuses is not a usable authority.
+        reason = AuditReason(f"Tailscale's nodes cannot open this directory: {open_error}")
+        return replace(
+            report,
+            verdict="invalid",
+            reasons=(reason, *report.reasons),
+            head=None,
+            state=None,
+            genesis=None,
+        )
     if node_head is not None and report.head is not None and hash_to_text(node_head) != report.head:
         report = _with_warning(
             report,
