@@ -25,7 +25,7 @@ from tka._schema import (
     plain_list,
 )
 from tka.errors import StateError, ValidationError
-from tka.key import Key
+from tka.key import KEY_KIND_25519, Key
 from tka.limits import DISABLEMENT_LENGTH, MAX_DISABLEMENT_VALUES, MAX_KEYS
 
 if TYPE_CHECKING:
@@ -58,6 +58,20 @@ class State:
             if k.key_id == key_id:
                 return k
         return None
+
+    def _has_key_before_unknown(self, key_id: bytes) -> bool:
+        """Whether *key_id* is trusted, as Go's AddKey asks it.
+
+        Go looks the key up with ``GetKey`` and treats any error as "not
+        trusted": a key of an unknown kind met before the match ends the
+        lookup there, so the key is added (again) rather than refused.
+        """
+        for k in self.keys or ():
+            if k.kind != KEY_KIND_25519:
+                return False
+            if k.key_id == key_id:
+                return True
+        return False
 
     # -- validation ------------------------------------------------------
 
@@ -133,7 +147,11 @@ class State:
         if kind == _ADD_KEY:
             if update.key is None:
                 raise StateError("add-key AUM has no key")
-            if self.get_key(update.key.key_id) is not None:
+            try:
+                new_id = update.key.key_id
+            except ValidationError as exc:
+                raise StateError(f"add-key AUM: {exc}") from None
+            if self._has_key_before_unknown(new_id):
                 raise StateError("key already exists")
             return State(
                 h,
