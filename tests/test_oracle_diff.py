@@ -45,7 +45,7 @@ from _oracle_gen import (
     signed,
     sync_cases,
 )
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -129,15 +129,16 @@ def _open_refused_as_go_panics(store: Any, what: str) -> None:
 # -- AUMs, signatures, Ed25519 ---------------------------------------------------------------
 
 
-@budget(400)
+@budget(300)
 @given(data=aum_bytes())
 def test_aum_bytes_decode_hash_and_validate_alike(oracle: Oracle, data: bytes) -> None:
     answer = oracle.ask("aum", input_hex=data.hex())
     assert not _panicked(answer)
+    event(f"decode_ok={answer['decode_ok']} valid={answer.get('static_validate_ok')}")
     aum_kind.check({"input_hex": data.hex(), **answer}, Context())
 
 
-@budget(250)
+@budget(200)
 @given(case=nks_cases())
 def test_node_key_signatures_get_the_same_verdict(oracle: Oracle, case: NKSCase) -> None:
     request = {
@@ -147,10 +148,11 @@ def test_node_key_signatures_get_the_same_verdict(oracle: Oracle, case: NKSCase)
     }
     answer = oracle.ask("nks", **request)
     assert not _panicked(answer)
+    event(f"decode_ok={answer['decode_ok']} authorized={answer['authorized']}")
     nks_kind.check({**request, **answer}, Context())
 
 
-@budget(250)
+@budget(200)
 @given(triple=ed25519_triples())
 def test_both_ed25519_rules_agree(oracle: Oracle, triple: tuple[bytes, bytes, bytes]) -> None:
     public, message, signature = triple
@@ -161,6 +163,7 @@ def test_both_ed25519_rules_agree(oracle: Oracle, triple: tuple[bytes, bytes, by
     }
     answer = oracle.ask("ed25519", **request)
     assert not _panicked(answer)
+    event(f"zip215={answer['zip215_valid']} go={answer['go_stdlib_valid']}")
     ed25519_kind.check({**request, **answer}, Context())
 
 
@@ -199,6 +202,7 @@ def test_resign_makes_the_same_bytes(oracle: Oracle, request: dict[str, Any]) ->
     ask = {k: v for k, v in request.items() if k != "priv_seed_hex"}
     answer = oracle.ask("resign", **ask)
     assert not _panicked(answer)
+    event(f"ok={answer['ok']} authorized={answer.get('authorized')}")
     resign_kind.check({**request, **answer}, Context())
 
 
@@ -231,6 +235,7 @@ def test_disablement_kdf_and_check_agree(oracle: Oracle, secret: bytes, matching
 def _check_chain(oracle: Oracle, case: ChainCase) -> None:
     request = {"aums_hex": _hex(case.aums), "last_active_ancestor_b32": _hint(case.hint)}
     answer = oracle.ask("chain", fs=True, **request)
+    event("panic" if "oracle_error" in answer else f"ok={answer['ok']}")
     if _panicked(answer):
         for make in (MemoryStore, None):
             with tempfile.TemporaryDirectory() as tmp:
@@ -245,7 +250,7 @@ def _check_chain(oracle: Oracle, case: ChainCase) -> None:
     chain_kind.check(fs_case, Context("fs"))
 
 
-@budget(250)
+@budget(120)
 @given(case=chain_cases())
 def test_forked_chains_open_to_the_same_head(oracle: Oracle, case: ChainCase) -> None:
     _check_chain(oracle, case)
@@ -257,7 +262,7 @@ def test_signed_forked_chains_open_to_the_same_head(oracle: Oracle, case: ChainC
     _check_chain(oracle, case)
 
 
-@budget(120)
+@budget(100)
 @given(case=inform_cases(), on_disk=st.booleans())
 def test_inform_batches_move_the_head_alike(
     oracle: Oracle, case: InformCase, on_disk: bool
@@ -268,6 +273,8 @@ def test_inform_batches_move_the_head_alike(
     }
     answer = oracle.ask("inform", fs=on_disk, **request)
     assert not _panicked(answer)
+    for step in answer["steps"]:
+        event(f"step ok={step['ok']}")
     inform_kind.check({**request, **answer}, Context("fs" if on_disk else "memory"))
 
 
@@ -280,6 +287,7 @@ def test_sync_exchanges_agree(oracle: Oracle, case: SyncCase) -> None:
     }
     answer = oracle.ask("sync_exchange", **sides)
     assert not _panicked(answer)
+    event(f"sent={len(answer['local_missing_aums'].get('hashes_b32') or [])}")
     sync_kind.check({"case_type": "exchange", **sides, **answer}, Context("memory"))
 
 
@@ -308,11 +316,11 @@ def _ours_on_disk(root: str) -> dict[str, Any]:
     return out
 
 
-@budget(200)
+@budget(120)
 @given(
     case=chain_cases(),
     go_writes=st.booleans(),
-    damages=st.integers(1, 4),
+    damages=st.integers(1, 3),
     rng=st.randoms(use_true_random=False),
 )
 def test_damaged_store_directories_open_alike(
@@ -337,6 +345,13 @@ def test_damaged_store_directories_open_alike(
         what = mutate_tree(root, rng, case.aums, damages)
         go = oracle.ask("fs_open", dir=root)
         ours = _ours_on_disk(root)
+        event(
+            "panic"
+            if "oracle_error" in go
+            else f"listed={go['all_aums_b32'] is not None} ok={go['ok']}"
+        )
+        for w in what:
+            event(w)
         where = f"after {what}"
         if _panicked(go):
             assert ours["ok"] is False and isinstance(ours["error"], StorageError), where
