@@ -111,14 +111,21 @@ def _small_chain() -> list[AUM]:
     return [g, a, b]
 
 
+@pytest.mark.parametrize("where", ["same directory", "directory listed first"])
 @pytest.mark.parametrize("what", ["junk file", "directory", "copy"])
-def test_an_alias_name_is_read_from_the_canonical_path(tmp_path: Path, what: str) -> None:
+def test_an_alias_name_is_read_from_the_canonical_path(
+    tmp_path: Path, what: str, where: str
+) -> None:
     aums = _small_chain()
     write_fs(tmp_path, aums, aums[0].hash)
     head = aums[-1]
     path = aum_path(tmp_path, head.hash)
     # An even last character: the old reader took such a name as canonical.
     alias = path.with_name(_alias(path.name, 2))
+    if where != "same directory":
+        # Digits sort before letters: this directory is listed first.
+        (tmp_path / "22").mkdir()
+        alias = tmp_path / "22" / alias.name
     if what == "junk file":
         alias.write_bytes(b"junk")
     elif what == "directory":
