@@ -758,6 +758,15 @@ def alias_name(name: str, rng: random.Random) -> str:
     return (name[:i] + rng.choice("\r\n") + name[i:])[:52]
 
 
+def _alias_path(root: str, f: str, rng: random.Random) -> str:
+    """An alias of entry *f*: beside it, or in another prefix directory (listed first or last)."""
+    d = os.path.dirname(f)
+    if rng.random() < 0.4:
+        d = os.path.join(root, rng.choice(["22", "AA", "ZZ", "77"]))
+        os.makedirs(d, exist_ok=True)
+    return os.path.join(d, alias_name(os.path.basename(f), rng))
+
+
 def _files(root: str) -> list[str]:
     out = []
     for d in sorted(os.listdir(root)):
@@ -774,20 +783,20 @@ def _mutate_once(root: str, rng: random.Random, aums: list[AUM]) -> str:
     c = rng.choice([0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 7, 7, 8, 10, 5, 6, 9, 11, 12])
     if c == 0 and files:
         f = rng.choice(files)
-        alias = os.path.join(os.path.dirname(f), alias_name(os.path.basename(f), rng))
+        alias = _alias_path(root, f, rng)
         if not os.path.exists(alias):
             shutil.copyfile(f, alias)
         return "alias copy"
     if c == 1 and files:
         f = rng.choice(files)
-        alias = os.path.join(os.path.dirname(f), alias_name(os.path.basename(f), rng))
+        alias = _alias_path(root, f, rng)
         if not os.path.exists(alias):
             with open(alias, "wb") as out:
                 out.write(rng.randbytes(rng.randrange(20)))
         return "alias junk"
     if c == 2 and files:
         f = rng.choice(files)
-        alias = os.path.join(os.path.dirname(f), alias_name(os.path.basename(f), rng))
+        alias = _alias_path(root, f, rng)
         if not os.path.exists(alias):
             os.mkdir(alias)
         return "alias directory"
