@@ -744,6 +744,7 @@ def sync_cases(draw: Any) -> SyncCase:
 # -- on-disk store mutations ------------------------------------------------------------
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_ALPHA_SET = frozenset(_ALPHABET)
 
 
 def alias_name(name: str, rng: random.Random) -> str:
@@ -777,7 +778,12 @@ def _files(root: str) -> list[str]:
 
 
 def _mutate_once(root: str, rng: random.Random, aums: list[AUM]) -> str:
-    files = [f for f in _files(root) if os.path.isfile(f)]
+    # Entries named by a hash (junk added by earlier damage is left out).
+    files = [
+        f
+        for f in _files(root)
+        if os.path.isfile(f) and len(b := os.path.basename(f)) == 52 and set(b) <= _ALPHA_SET
+    ]
     # Damage Go survives (aliases, junk, symlinked prefixes, hints) is drawn
     # more often than damage that ends every open.
     c = rng.choice([0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 7, 7, 8, 10, 5, 6, 9, 11, 12])
