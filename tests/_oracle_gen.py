@@ -583,21 +583,24 @@ def _next_aum(
 ) -> AUM:
     kind = draw(st.sampled_from(kinds))
     pub = draw(st.sampled_from(PUBS))
+    odd = draw(st.integers(0, 19)) == 0  # an odd key kind or key-ID length
     kw: dict[str, Any] = {}
     if kind == AUMKind.ADD_KEY:
-        kw["key"] = Key(1, draw(st.integers(1, 3)), pub, draw(st.sampled_from([None, {"n": "1"}])))
-    elif kind == AUMKind.REMOVE_KEY:
-        kw["key_id"] = pub
-    elif kind == AUMKind.UPDATE_KEY:
-        kw["key_id"] = pub
-        kw["votes"] = draw(st.sampled_from([None, 1, 2, 5, 0]))
-        kw["meta"] = draw(st.sampled_from([None, {}, {"a": "b"}]))
+        key_kind = draw(st.sampled_from([0, 2])) if odd else 1
+        meta = draw(st.sampled_from([None, {"n": "1"}]))
+        kw["key"] = Key(key_kind, draw(st.integers(1, 3)), pub, meta)
+    elif kind in (AUMKind.REMOVE_KEY, AUMKind.UPDATE_KEY):
+        kw["key_id"] = draw(st.sampled_from([pub[:31], pub + b"\x00", b""])) if odd else pub
+        if kind == AUMKind.UPDATE_KEY:
+            kw["votes"] = draw(st.sampled_from([None, 1, 2, 5, 0]))
+            kw["meta"] = draw(st.sampled_from([None, {}, {"a": "b"}]))
     elif kind == AUMKind.CHECKPOINT:
         n = draw(st.integers(1, 3))
         ids = state_ids if draw(st.integers(0, 5)) else (9, 9)
-        kw["state"] = State(
-            None, (bytes(32),), tuple(Key(1, 1 + i % 2, PUBS[i]) for i in range(n)), *ids
-        )
+        ks = [Key(1, 1 + i % 2, PUBS[i]) for i in range(n)]
+        if odd:
+            ks.insert(draw(st.integers(0, n)), Key(draw(st.sampled_from([0, 2])), 1, b"\x09" * 32))
+        kw["state"] = State(None, (bytes(32),), tuple(ks), *ids)
     else:
         kw["key_id"] = serial.to_bytes(4, "big")  # distinct bytes, distinct hash
     return AUM(int(kind), prev_aum_hash=parent_hash, **kw)
@@ -624,6 +627,8 @@ def chain_cases(draw: Any, signed_chain: bool = False) -> ChainCase:
             parent_hash = None  # another genesis-like AUM
         else:
             parent_hash = (draw(st.sampled_from(aums)) if fork else aums[-1]).hash
+            if c == 2:  # a parent hash that is not 32 bytes: Parent() pads or cuts it
+                parent_hash = draw(st.sampled_from([parent_hash + b"\x00", parent_hash[:31]]))
         aum = _next_aum(draw, None, parent_hash, i, ids)
         if signed_chain:
             aum = signed(aum, [PRIVS[j] for j in draw(st.lists(st.integers(0, 4), max_size=2))])
