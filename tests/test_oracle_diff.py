@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,8 +99,9 @@ def budget(examples: int) -> Callable[[F], F]:
     return wrap
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def oracle() -> Oracle:
+    """The session's one oracle process (see ``tests/_oracle.py``)."""
     return oracle_or_skip()
 
 
@@ -119,11 +121,10 @@ def _panicked(answer: dict[str, Any]) -> bool:
     return True
 
 
-def _open_refused_as_go_panics(store: Any, what: str) -> None:
+def _open_refused_as_go_panics(store: Any) -> None:
     """Where Tailscale's Open panics, tka refuses with a StorageError naming an AUM."""
     with pytest.raises(StorageError, match=r"aum [A-Z2-7]{52}"):
         Authority.open(store)
-    del what
 
 
 # -- AUMs, signatures, Ed25519 ---------------------------------------------------------------
@@ -243,7 +244,7 @@ def _check_chain(oracle: Oracle, case: ChainCase) -> None:
                 store.commit_verified(case.aums)
                 if case.hint is not None:
                     store.set_last_active_ancestor(case.hint)
-                _open_refused_as_go_panics(store, "open")
+                _open_refused_as_go_panics(store)
         return
     chain_kind.check({**request, **answer}, Context("memory"))
     fs_case = {**request, "heads_b32": answer["fs_heads_b32"], **answer["fs_open"]}
@@ -355,6 +356,7 @@ def test_damaged_store_directories_open_alike(
         where = f"after {what}"
         if _panicked(go):
             assert ours["ok"] is False and isinstance(ours["error"], StorageError), where
+            assert re.search(r"aum [A-Z2-7]{52}", str(ours["error"])), where
             return
         go_all = go["all_aums_b32"]
         assert ours["all_aums_b32"] == (None if go_all is None else sorted(set(go_all))), where
