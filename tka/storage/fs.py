@@ -20,9 +20,12 @@ Reading follows Tailscale: only the first CBOR item of a file is read (Go
 decodes with a stream decoder, so trailing bytes are ignored), with the strict
 decoder options; an entry whose AUM does not hash to its file name is an
 error; names that are not valid hashes (temporary files, ``.DS_Store``) are
-skipped; a valid hash name is always read from its canonical place
-``<XY>/<name>``, so a file in the wrong prefix directory makes the scan fail,
-as in Go.
+skipped; a name that decodes to a hash (Go's decoder also takes non-canonical
+spellings, see ``_parse_name``) is always read from the hash's canonical
+place ``<XY>/<hash text>``, so a file in the wrong prefix directory makes the
+scan fail, and junk under an alias name changes nothing, as in Go. Prefix
+directories that are symlinks are not listed, but AUMs are still read
+through them by path, as Go's ``get`` does.
 
 Writing: each file is written to a temporary name in the same directory,
 synced, given mode 0644, renamed over its final name, and the directory is
