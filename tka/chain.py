@@ -133,9 +133,9 @@ def _require_weighable(aum: AUM, state: State) -> None:
         for key in state.keys or ():
             if key.kind != KEY_KIND_25519:
                 raise StorageError(
-                    f"aum {aum.hash_text}: signature {i}: a trusted key of unknown kind "
-                    f"{key.kind} precedes its signer (Tailscale's fork choice panics on it, "
-                    "so its nodes cannot open this chain)"
+                    f"aum {aum.hash_text}: signature {i}: looking up its signer meets a "
+                    f"trusted key of unknown kind {key.kind} (Tailscale's fork choice panics "
+                    "on it, so its nodes cannot open this chain)"
                 )
             if key.key_id == kid:
                 break
