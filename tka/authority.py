@@ -218,6 +218,11 @@ class _Overlay:
         out = [a for a in self._base.heads() if a.hash not in self._children]
         return out + [a for h, a in self._pending.items() if h not in self._children]
 
+    def lists_an_aum_twice(self) -> bool:
+        # Passed through for compute_active_chain (see FilesystemStore).
+        repeats = getattr(self._base, "lists_an_aum_twice", None)
+        return callable(repeats) and bool(repeats())
+
     def commit_verified(self, aums: Sequence[AUM]) -> None:
         raise UsageError("overlay storage is read-only")
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tka.aum import AUM, AUMKind, hash_to_text
+from tka.aum import AUM, HASH_SIZE, AUMKind, hash_to_text
 from tka.errors import LimitExceeded, StateError, StorageError, TKAError
+from tka.key import KEY_KIND_25519
 from tka.limits import MAX_SCAN_ITERATIONS
 from tka.state import State
 from tka.storage import Storage
@@ -110,10 +111,46 @@ def _need(storage: Storage, aum_hash: bytes, what: str) -> AUM:
     return aum
 
 
+def _require_weighable(aum: AUM, state: State) -> None:
+    """Refuse a sibling whose weight Tailscale cannot compute.
+
+    Go's ``AUM.Weight`` panics on a signature whose key ID is not 32 bytes,
+    and on any error from ``State.GetKey`` other than "no such key": a
+    trusted key of an unknown kind met before the signer's key (or anywhere,
+    when the signer is not trusted). Every sibling is weighed once there are
+    two or more (a sort compares every element), so a node running
+    Tailscale's code crashes on such a store. Only a damaged or hostile
+    store holds these AUMs (Inform refuses them); opening it where every
+    Tailscale node crashes would fork us from them, so it is refused here.
+    """
+    for i, sig in enumerate(aum.signatures or ()):
+        kid = sig.key_id or b""
+        if len(kid) != HASH_SIZE:
+            raise StorageError(
+                f"aum {aum.hash_text}: signature {i}: key id is {len(kid)} bytes, want 32 "
+                "(Tailscale's fork choice panics on it, so its nodes cannot open this chain)"
+            )
+        for key in state.keys or ():
+            if key.kind != KEY_KIND_25519:
+                raise StorageError(
+                    f"aum {aum.hash_text}: signature {i}: looking up its signer meets a "
+                    f"trusted key of unknown kind {key.kind} (Tailscale's fork choice panics "
+                    "on it, so its nodes cannot open this chain)"
+                )
+            if key.key_id == kid:
+                break
+
+
 def pick_next_aum(state: State, candidates: list[AUM]) -> AUM:
-    """Tailscale's fork choice among sibling AUMs (``pickNextAUM``)."""
+    """Tailscale's fork choice among sibling AUMs (``pickNextAUM``).
+
+    Raises :class:`~tka.errors.StorageError` naming the AUM where Tailscale's
+    own fork choice would crash (see :func:`_require_weighable`).
+    """
     if len(candidates) == 1:
         return candidates[0]
+    for c in candidates:
+        _require_weighable(c, state)
     return min(
         candidates,
         key=lambda a: (-a.weight(state), a.message_kind != AUMKind.REMOVE_KEY, a.hash),
@@ -257,7 +294,10 @@ def compute_active_chain(
         raise type(exc)(f"computing candidates: {exc}") from None
     if not candidates:
         raise StateError("no chain candidates in AUM storage")
-    if path is not None:
+    # The shortcut assumes each child is listed once; a filesystem store
+    # holding an AUM under several names lists it as several children.
+    repeats = getattr(storage, "lists_an_aum_twice", None)
+    if path is not None and not (callable(repeats) and repeats()):
         storage = _LinearView(storage, path)
     try:
         oldest_hash = _active_ancestor(candidates)

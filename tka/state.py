@@ -25,7 +25,7 @@ from tka._schema import (
     plain_list,
 )
 from tka.errors import StateError, ValidationError
-from tka.key import Key
+from tka.key import KEY_KIND_25519, Key
 from tka.limits import DISABLEMENT_LENGTH, MAX_DISABLEMENT_VALUES, MAX_KEYS
 
 if TYPE_CHECKING:
@@ -58,6 +58,20 @@ class State:
             if k.key_id == key_id:
                 return k
         return None
+
+    def _has_key_before_unknown(self, key_id: bytes) -> bool:
+        """Whether *key_id* is trusted, as Go's AddKey asks it.
+
+        Go looks the key up with ``GetKey`` and treats any error as "not
+        trusted": a key of an unknown kind met before the match ends the
+        lookup there, so the key is added (again) rather than refused.
+        """
+        for k in self.keys or ():
+            if k.kind != KEY_KIND_25519:
+                return False
+            if k.key_id == key_id:
+                return True
+        return False
 
     # -- validation ------------------------------------------------------
 
@@ -133,7 +147,11 @@ class State:
         if kind == _ADD_KEY:
             if update.key is None:
                 raise StateError("add-key AUM has no key")
-            if self.get_key(update.key.key_id) is not None:
+            try:
+                new_id = update.key.key_id
+            except ValidationError as exc:
+                raise StateError(f"add-key AUM: {exc}") from None
+            if self._has_key_before_unknown(new_id):
                 raise StateError("key already exists")
             return State(
                 h,
@@ -147,12 +165,11 @@ class State:
             old = self.get_key(key_id)
             if old is None:
                 raise StateError("update-key AUM names a key that is not trusted")
+            # Absent fields leave the key as it was: an update that carries
+            # neither votes nor meta changes nothing but the head (Tailscale
+            # applies only what was decoded, and the wire form drops an
+            # empty meta map, so there is nothing else to apply).
             meta = old.meta if update.meta is None else update.meta
-            if update.votes is None and update.meta is None:
-                # Such an update can only have been made with an empty
-                # metadata map, which the wire form omits; Tailscale applies
-                # that map (nil and empty metadata encode the same).
-                meta = {}
             new = Key(
                 old.kind, old.votes if update.votes is None else update.votes, old.public, meta
             )

@@ -7,7 +7,7 @@ from typing import Any
 from tka.conformance._json import nks_json
 from tka.conformance._util import Context, expect, unhex
 from tka.conformance.nks import genesis_state
-from tka.errors import NotAuthorized, TKAError
+from tka.errors import DecodeError, NotAuthorized, TKAError
 from tka.nlkeys import NLPrivate
 from tka.sig import NodeKeySignature, authorize_node_key, resign_nks
 
@@ -28,7 +28,14 @@ def check(case: dict[str, Any], ctx: Context) -> None:
     expect("ok", True, case["ok"])
     expect("new_sig_hex", new.hex(), case["new_sig_hex"])
     expect("returned_old_verbatim", new == old, case["returned_old_verbatim"])
-    expect("new_sig", nks_json(NodeKeySignature.from_bytes(new)), case["new_sig"])
+    # Go can produce a signature it cannot decode itself (a credential under
+    # 15 rotations, re-signed, nests 17 levels deep); then there is no
+    # decoded form to compare, and authorization below must fail to decode.
+    try:
+        decoded: dict[str, Any] | None = nks_json(NodeKeySignature.from_bytes(new))
+    except DecodeError:
+        decoded = None
+    expect("new_sig", decoded, case.get("new_sig"))
     state = genesis_state(case["genesis_hex"])
     try:
         details = authorize_node_key(state, node_key, new)

@@ -20,9 +20,12 @@ Reading follows Tailscale: only the first CBOR item of a file is read (Go
 decodes with a stream decoder, so trailing bytes are ignored), with the strict
 decoder options; an entry whose AUM does not hash to its file name is an
 error; names that are not valid hashes (temporary files, ``.DS_Store``) are
-skipped; a valid hash name is always read from its canonical place
-``<XY>/<name>``, so a file in the wrong prefix directory makes the scan fail,
-as in Go.
+skipped; a name that decodes to a hash (Go's decoder also takes non-canonical
+spellings, see ``_parse_name``) is always read from the hash's canonical
+place ``<XY>/<hash text>``, so a file in the wrong prefix directory makes the
+scan fail, and junk under an alias name changes nothing, as in Go. Prefix
+directories that are symlinks are not listed, but AUMs are still read
+through them by path, as Go's ``get`` does.
 
 Writing: each file is written to a temporary name in the same directory,
 synced, given mode 0644, renamed over its final name, and the directory is
@@ -192,21 +195,61 @@ def encode_entry(aum: AUM, created_unix: int = 0, purged_unix: int = 0) -> bytes
     return bytes([0xA0 | (len(parts) // 2)]) + b"".join(parts)
 
 
+_B32_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_B32_VALUES: Final = {c: i for i, c in enumerate(_B32_ALPHABET)}
+# Bytes Go's base32 decoder writes for a final quantum of n characters
+# (n = 1, 3 or 6 writes nothing, without an error).
+_QUANTUM_BYTES: Final = {8: 5, 7: 4, 5: 3, 4: 2, 2: 1}
+
+
 def _parse_name(name: str) -> bytes | None:
-    """The hash an AUM file name spells, or ``None`` for names Tailscale skips."""
-    if "=" in name:
-        # Go's decoder has no padding; Python's would accept some and
-        # return fewer than 32 bytes.
+    """The hash an AUM file name spells, or ``None`` for names Tailscale skips.
+
+    Go's ``AUMHash.UnmarshalText``: the name must be 52 characters long (it
+    checks the decoded length of the raw text first), then
+    ``encoding/base32`` without padding decodes it, which drops ``\r`` and
+    ``\n`` wherever they are and decodes a short final quantum as far as
+    it goes, leaving the rest of the hash zero. Such a name (like any
+    non-canonical spelling) still names the hash it decodes to, whose file
+    is then read from its canonical place.
+    """
+    if len(name) * 5 // 8 != HASH_SIZE:
         return None
-    try:
-        h = hash_from_text(name)
-    except DecodeError:
-        return None
-    return h if len(h) == HASH_SIZE else None
+    if "\n" not in name and "\r" not in name:
+        if "=" in name:
+            # Go's decoder has no padding; Python's would accept some.
+            return None
+        try:
+            h = hash_from_text(name)
+        except DecodeError:
+            return None
+        return h if len(h) == HASH_SIZE else None
+    text = name.replace("\r", "").replace("\n", "")
+    out = bytearray(HASH_SIZE)
+    for at in range(0, len(text), 8):
+        quantum = text[at : at + 8]
+        bits = 0
+        for c in quantum:
+            v = _B32_VALUES.get(c)
+            if v is None:
+                return None
+            bits = bits << 5 | v
+        bits <<= 5 * (8 - len(quantum))
+        n = _QUANTUM_BYTES.get(len(quantum), 0)
+        out[at // 8 * 5 : at // 8 * 5 + n] = bits.to_bytes(5, "big")[:n]
+    return bytes(out)
 
 
-# Base32 digits of even value: see FilesystemStore._read_entry.
-_EVEN_BASE32: Final = frozenset("ACEGIKMOQSUWY246")
+def _is_canonical_name(name: str) -> bool:
+    """Whether a name that parsed is the canonical text of its hash (see ``_CANONICAL_LAST``)."""
+    return len(name) == 52 and name[-1] in _CANONICAL_LAST and "\n" not in name and "\r" not in name
+
+
+# The 52nd character of a hash's text carries the hash's last bit and four
+# padding bits. Go's decoder (like Python's) ignores the padding bits, so 32
+# spellings decode to the same hash; in the canonical one (Go's String) the
+# padding bits are zero, which leaves "A" (last bit 0) and "Q" (last bit 1).
+_CANONICAL_LAST: Final = frozenset("AQ")
 
 
 def _read_file(path: str) -> bytes:
@@ -269,6 +312,7 @@ class FilesystemStore:
         self._entries: dict[bytes, _Entry] = {}
         self._active: dict[bytes, AUM] = {}
         self._children: dict[bytes, list[bytes]] = {}
+        self._repeats = False
         self._closed = False
         self._open_lock_file(create=False)
 
@@ -409,11 +453,13 @@ class FilesystemStore:
         """Read one entry from its canonical place; ``None`` when there is no file.
 
         *listed_name*, a directory entry that parsed to *h*, saves encoding
-        the name again when it is the canonical spelling: the 52nd character
-        holds the hash's last 4 bits and one padding bit, zero in canonical
-        text, so exactly the characters of even value ("A", "C", ..., "6").
+        the name again when it is already the canonical spelling (every
+        other character holds five bits of the hash, so only the last one
+        can differ, see ``_CANONICAL_LAST``). Whatever name was listed, and
+        in whichever directory, the file read is the canonical
+        ``<XY>/<hash text>``, as Go's ``get`` does.
         """
-        if listed_name is not None and listed_name[-1] in _EVEN_BASE32:
+        if listed_name is not None and _is_canonical_name(listed_name):
             name = listed_name
             path = os.path.join(self._base, name[:2], name)
         else:
@@ -428,15 +474,26 @@ class FilesystemStore:
         return self._decode(h, raw, path)
 
     def _entry(self, h: bytes) -> _Entry | None:
-        """The entry for *h*, from the index when valid, else from disk (as Go's ``get``)."""
+        """The entry for *h*, from the index when it has it, else from disk (as Go's ``get``).
+
+        A miss in the index still goes to disk: Go reads an AUM by its
+        canonical path even where the listing skipped it (a prefix
+        directory that is a symlink is not listed, but is followed).
+        """
         if self._index_valid():
-            return self._entries.get(h)
+            entry = self._entries.get(h)
+            if entry is not None:
+                return entry
         return self._read_entry(h)
 
     def _scan(self) -> None:
         """Rebuild the index from the directory; call holding the lock (either mode)."""
         token = self._read_token()
         entries: dict[bytes, _Entry] = {}
+        # Every listed name that parsed, in listing order: a hash listed
+        # under several names (non-canonical spellings) counts once per
+        # name in Go's parent index, so it is that many children there.
+        listed: list[bytes] = []
         try:
             prefixes = sorted(os.scandir(self._base), key=lambda e: e.name)
         except OSError as exc:
@@ -453,7 +510,10 @@ class FilesystemStore:
                 ) from exc
             for name in names:
                 h = _parse_name(name)
-                if h is None or h in entries:
+                if h is None:
+                    continue
+                if h in entries:
+                    listed.append(h)
                     continue
                 entry = self._read_entry(h, name)
                 if entry is None:
@@ -461,20 +521,26 @@ class FilesystemStore:
                     # directory the name was listed in.
                     d, canon = self._aum_path(h)
                     raise StorageError(
-                        f"fs store: {os.path.join(prefix.path, name)} is misplaced: "
-                        f"no file at {os.path.join(d, canon)}"
+                        f"fs store: {os.path.join(prefix.path, name)!r} names aum {canon}, "
+                        f"whose file is missing or misplaced: no file at {os.path.join(d, canon)}"
                     )
                 entries[h] = entry
+                listed.append(h)
         active: dict[bytes, AUM] = {}
         children: dict[bytes, list[bytes]] = {}
-        for h, entry in entries.items():
+        repeats = False
+        for h in listed:
+            entry = entries[h]
             if entry.aum is None or not entry.active:
                 continue
+            if h in active:
+                repeats = True
             active[h] = entry.aum
             parent = entry.aum.parent
             if parent is not None:
                 children.setdefault(parent, []).append(h)
         self._entries, self._active, self._children = entries, active, children
+        self._repeats = repeats
         self._gen, self._index_ready = token, True
 
     def _ensure_index(self) -> None:
@@ -571,6 +637,19 @@ class FilesystemStore:
             self._check_open()
             self._ensure_index()
             return [self._active[h] for h in self._children.get(bytes(aum_hash), ())]
+
+    def lists_an_aum_twice(self) -> bool:
+        """Whether some stored AUM is listed under more than one file name.
+
+        Tailscale counts such an AUM once per name among its parent's
+        children, so fork choice weighs its copies against each other (and
+        crashes where weighing crashes); :func:`tka.chain.compute_active_chain`
+        asks this to keep that behaviour.
+        """
+        with self._mutex:
+            self._check_open()
+            self._ensure_index()
+            return self._repeats
 
     def heads(self) -> list[AUM]:
         """Stored AUMs with no stored child."""
