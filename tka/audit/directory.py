@@ -77,9 +77,10 @@ def audit_directory(
             verdict="invalid",
             head=None,
             state=None,
+            # First: it is why the directory is refused, whatever else is wrong.
             reasons=(
-                *report.reasons,
                 AuditReason(f"Tailscale's nodes cannot open this directory: {open_error}"),
+                *report.reasons,
             ),
         )
     if node_head is not None and report.head is not None and hash_to_text(node_head) != report.head:
