@@ -288,5 +288,6 @@ def test_new_user_may_init_admin_tokens_and_token_remint(tmp_path: Path) -> None
         assert new != old
         stale = b.lock("status", ok=False)  # syncs with the old token
         assert "401" in stale.stderr or "invalid token" in stale.stderr, stale.stdout + stale.stderr
+        assert "tka lock login" in stale.stderr, stale.stderr  # says what fixes it
         b.lock("login", str(tmp_path / "b2.json"))
         assert b.enabled()

@@ -149,7 +149,19 @@ class ControlClient:
         return f"ControlClient({self.url!r}, node_key={self.node_key.text()})"
 
     def _rpc(self, req: Any, response: type[R], read_limit: int = SMALL_READ) -> R:
-        obj = self._http.json("GET", req.path, wire.encode(req), read_limit)
+        try:
+            obj = self._http.json("GET", req.path, wire.encode(req), read_limit)
+        except ControlRequestError as exc:
+            if exc.status != 401:
+                raise
+            # The usual cause: an admin re-minted this node's token (or
+            # removed the node); say what fixes it.
+            raise ControlRequestError(
+                f"{exc}: this node's token is no longer valid; log in again with the "
+                "credentials an admin gives you: tka lock login CREDENTIALS.json",
+                exc.status,
+                exc.code,
+            ) from None
         try:
             return wire.decode(response, obj)
         except DecodeError as exc:
