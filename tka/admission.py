@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from tka import ed25519
 from tka.authority import Authority
@@ -61,6 +61,7 @@ __all__ = [
     "Reevaluation",
     "check",
     "decide",
+    "in_parallel",
     "node_text",
     "trusted_key_ids",
 ]
@@ -295,6 +296,49 @@ def _check_chunk(pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
     return [check(nk, sig, ed25519.verify_zip215_threaded) for nk, sig in pairs]
 
 
+#: Nodes a worker takes at a time: small enough that the threads finish
+#: together when one of them is descheduled, large enough to cost nothing.
+_BLOCK: Final = 128
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_parallel(
+    pool: Executor,
+    workers: int,
+    work: Callable[[Sequence[T]], list[R]],
+    items: Sequence[T],
+    block: int = _BLOCK,
+) -> list[R]:
+    """``work`` over *items* in blocks, on *workers* threads in all, results in order.
+
+    The calling thread is one of the *workers* (it would otherwise sit idle
+    while the GIL is contended by one thread more than there are cores); the
+    others run on *pool*. Every thread takes the next block from one shared
+    counter, so a thread the OS deschedules holds up only its current block.
+    """
+    starts = range(0, len(items), block)
+    results: list[list[R] | None] = [None] * len(starts)
+    # next() on a range iterator is atomic under the GIL: each block is
+    # taken by exactly one thread.
+    todo = iter(enumerate(starts))
+
+    def drain() -> None:
+        for slot, start in todo:
+            results[slot] = work(items[start : start + block])
+
+    futures = [pool.submit(drain) for _ in range(max(0, workers - 1))]
+    drain()
+    for f in futures:
+        f.result()
+    out: list[R] = []
+    for r in results:
+        assert r is not None  # every block was taken and done above
+        out.extend(r)
+    return out
+
+
 def _superseded(nodes: Sequence[NodeRecord], decisions: Sequence[Decision]) -> set[bytes]:
     """Tailscale's ``rotationTracker``: the node keys that newer rotations replace."""
     obsolete: set[bytes] = set()
@@ -413,9 +457,7 @@ class Admission:
         self._store([(key, found)])
         return found
 
-    def check_many(
-        self, pairs: Sequence[tuple[bytes, bytes | None]], chunks_per_worker: int = 4
-    ) -> list[Checked]:
+    def check_many(self, pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
         """Crypto verdicts for many pairs, in order; unseen ones checked in parallel."""
         keys = [(nk, sig or None) for nk, sig in pairs]
         cache = self._checked
@@ -426,7 +468,7 @@ class Admission:
         if not todo:
             return out  # type: ignore[return-value]  # no None left
         todo_pairs = [keys[i] for i in todo]
-        fresh = self._run_checks(todo_pairs, chunks_per_worker)
+        fresh = self._run_checks(todo_pairs)
         for i, c in zip(todo, fresh, strict=True):
             out[i] = c
         self._store(zip(todo_pairs, fresh, strict=True))
@@ -443,20 +485,11 @@ class Admission:
                 )
             return self._own_pool, self._own_pool._max_workers
 
-    def _run_checks(
-        self, pairs: Sequence[tuple[bytes, bytes | None]], chunks_per_worker: int
-    ) -> list[Checked]:
+    def _run_checks(self, pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
         if len(pairs) < _MIN_PARALLEL or (os.cpu_count() or 1) < 2:
             return [check(nk, sig) for nk, sig in pairs]
         pool, workers = self._pool()
-        size = max(1, -(-len(pairs) // (workers * max(1, chunks_per_worker))))
-        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-        futures = [pool.submit(_check_chunk, c) for c in chunks[1:]]
-        # The calling thread takes the first chunk rather than wait idle.
-        out = _check_chunk(chunks[0])
-        for f in futures:
-            out.extend(f.result())
-        return out
+        return in_parallel(pool, workers, _check_chunk, pairs)
 
     def _store(self, items: Iterable[tuple[tuple[bytes, bytes | None], Checked]]) -> None:
         with self._lock:
