@@ -48,10 +48,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,7 +59,7 @@ from typing import Any, Final
 from tka import codec
 from tka._fileutil import atomic_write, fsync_dir
 from tka._schema import Field, fill_struct, key_shapes, plain_keys_ok
-from tka.aum import AUM, HASH_SIZE, hash_from_text, hash_to_text
+from tka.aum import AUM, HASH_SIZE, _blake2s, hash_from_text, hash_to_text
 from tka.aum import _from_plain as _aum_from_plain
 from tka.codec import Simple
 from tka.errors import DecodeError, StorageError
@@ -178,7 +176,7 @@ def _decode_canonical_entry(data: bytes) -> tuple[AUM, int, int] | None:
         return None
     canonical = data[2 : len(data) - tail]
     aum.__dict__["canonical"] = canonical
-    aum.__dict__["hash"] = hashlib.blake2s(canonical).digest()
+    aum.__dict__["hash"] = _blake2s(canonical).digest()
     return aum, created, purged
 
 
@@ -405,6 +403,8 @@ class FilesystemStore:
     def _bump_token(self) -> None:
         """Announce a change to other processes; call holding the exclusive lock."""
         assert self._lock_fd is not None
+        import secrets  # here: read-only commands ('tka lock status') never need it
+
         token = secrets.token_bytes(_TOKEN_SIZE)
         try:
             # No fsync: the token only matters to running processes, and a
