@@ -247,3 +247,33 @@ def test_reevaluation_applies_the_rotation_rule_on_both_heads() -> None:
     # Node 1 was already out (superseded); only node 2 changes.
     assert [d.node.node_id for d in removed.newly_locked_out] == [2]
     assert not removed.newly_admitted
+
+
+def test_direct_shortcut_decides_as_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check's shortcut for direct signatures gives the general path's Checked, case by case."""
+    import tka.admission as admission_module
+
+    seed = hashlib.sha256(b"shortcut key").digest()
+    node_key = hashlib.sha256(b"shortcut node").digest()
+    good = sign_direct(seed, node_key)
+    sig_bytes = good.signature or b""
+    forged = good.with_signature(bytes([sig_bytes[0] ^ 1]) + sig_bytes[1:])
+    cases = [
+        (node_key, good.to_bytes()),  # admitted
+        (node_key, forged.to_bytes()),  # invalid signature
+        (hashlib.sha256(b"other node").digest(), good.to_bytes()),  # other node key
+        (b"", NodeKeySignature(1, b"np", good.key_id, sig_bytes).to_bytes()),  # empty node key
+        (node_key, NodeKeySignature(1, b"np" + node_key, b"\x01" * 31, sig_bytes).to_bytes()),
+        (node_key, sign_direct(seed, node_key, bytes(32)).to_bytes()),  # with a rotation key
+    ]
+
+    def refuse(public: bytes, message: bytes, signature: bytes) -> bool:
+        raise ed25519.Ed25519LibraryError("library refused")
+
+    for verify in (ed25519.verify_zip215, ed25519.verify_zip215_threaded, refuse):
+        shortcut = [check(nk, s, verify) for nk, s in cases]
+        with monkeypatch.context() as m:
+            m.setattr(admission_module, "_DIRECT", -1)  # no signature takes the shortcut
+            general = [check(nk, s, verify) for nk, s in cases]
+        assert shortcut == general
+    assert check(*cases[0]).valid and not check(*cases[1]).valid

@@ -489,3 +489,47 @@ def test_entry_files_agree(aum: AUM, created: int, purged: int, data: st.DataObj
     for encoded in _encodings(_mutate_tree(tree, data.draw)):
         check_entry(encoded)
         check_entry(encoded + b"\x00")  # trailing bytes: left to the strict path
+
+
+# -- the direct-signature layout (decoded by slicing) ----------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    node_key=b32,
+    key_id=b32,
+    signature=st.binary(min_size=64, max_size=64),
+    wrapping=st.none() | b32,
+    edits=st.lists(st.tuples(st.integers(0, 176), st.integers(0, 255)), max_size=3),
+)
+def test_direct_layout_agrees_with_the_strict_decoder(
+    node_key: bytes,
+    key_id: bytes,
+    signature: bytes,
+    wrapping: bytes | None,
+    edits: list[tuple[int, int]],
+) -> None:
+    """Bytes the layout accepts are the canonical encoding of the fields it sliced."""
+    sig = NodeKeySignature(1, b"np" + node_key, key_id, signature, wrapping_pubkey=wrapping)
+    data = bytearray(sig.to_bytes())
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+    fast = sig_module._from_direct_layout(bytes(data))
+    if not edits:
+        assert fast is not None and fast == sig  # Tailscale's layout is taken
+    if fast is not None:
+        assert check_nks(bytes(data))
+        assert fast.sig_hash == _strict_nks(bytes(data)).sig_hash
+
+
+def test_direct_layout_refuses_other_shapes() -> None:
+    """A layout byte changed (a head, a key, the kind, the size) is left to CBOR decoding."""
+    data = NodeKeySignature(1, b"np" + bytes(32), bytes(range(32)), bytes(64)).to_bytes()
+    assert sig_module._from_direct_layout(data) is not None
+    for pos in (0, 1, 2, 3, 4, 5, 40, 41, 42, 75, 76, 77):
+        changed = bytearray(data)
+        changed[pos] ^= 0x01
+        assert sig_module._from_direct_layout(bytes(changed)) is None, pos
+    assert sig_module._from_direct_layout(data + b"\x00") is None
+    assert sig_module._from_direct_layout(data[:-1]) is None

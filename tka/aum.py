@@ -21,8 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hashlib
 import re
+
+# hashlib.blake2s is this very type; importing hashlib would also load OpenSSL
+# (a few ms of every CLI start) for hash functions AUMs never use.
+from _blake2 import blake2s as _blake2s_new
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -62,7 +65,7 @@ HASH_SIZE: Final = 32
 
 def blake2s(data: bytes) -> bytes:
     """BLAKE2s-256 digest, the hash used for AUMs and node-key signatures."""
-    return hashlib.blake2s(data).digest()
+    return _blake2s_new(data).digest()
 
 
 _B32_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -369,7 +372,7 @@ _AUM_SHAPES: Final = key_shapes((1, 2), (3, 4, 5, 6, 7, 23))
 
 _new: Final = object.__new__
 _setattr: Final = object.__setattr__
-_blake2s: Final = hashlib.blake2s
+_blake2s: Final = _blake2s_new
 # codec.loads_plain and codec.encode_ordered without the function calls
 # around them: decoding AUMs is a hot path.
 _loads: Final = cbor2.loads

@@ -402,8 +402,65 @@ def _from_plain(node: Any, depth: int) -> NodeKeySignature | None:
     return sig
 
 
+# The byte layout of a direct signature as Tailscale's nodes make them: a
+# node key (34 bytes with its "np" prefix), a 32-byte key ID, a 64-byte
+# signature, and optionally a 32-byte rotation key. Every head here is the
+# minimal one (a byte string of 24-255 bytes has the head 0x58 <length>) and
+# the keys come in canonical order, so bytes that match the layout are the
+# canonical encoding of exactly those fields: no CBOR round trip is needed.
+_DIRECT_SIZES: Final = (142, 177)
+_DIRECT_HEAD: Final = b"\x01\x01\x02\x58\x22"  # key 1: kind 1; key 2: 34-byte string
+_DIRECT_KEY_ID: Final = b"\x03\x58\x20"  # at 40: key 3, 32-byte string
+_DIRECT_SIG: Final = b"\x04\x58\x40"  # at 75: key 4, 64-byte string
+_DIRECT_WRAPPING: Final = b"\x06\x58\x20"  # at 142: key 6, 32-byte string
+
+
+def _from_direct_layout(data: bytes) -> NodeKeySignature | None:
+    """A direct signature in the usual layout, decoded by slicing; else ``None``."""
+    n = len(data)
+    if (
+        n not in _DIRECT_SIZES
+        or data[1:6] != _DIRECT_HEAD
+        or data[40:43] != _DIRECT_KEY_ID
+        or data[75:78] != _DIRECT_SIG
+    ):
+        return None
+    # The signature pair is bytes 75-141; without it the map has one pair
+    # less (head 0xa3 or 0xa4): the bytes sig_hash would hash, taken here
+    # since a signature is decoded to be verified.
+    if n == 142:
+        if data[0] != 0xA4:
+            return None
+        wrapping = None
+        unsigned = b"\xa3" + data[1:75]
+    elif data[0] != 0xA5 or data[142:145] != _DIRECT_WRAPPING:
+        return None
+    else:
+        wrapping = data[145:]
+        unsigned = b"\xa4" + data[1:75] + data[142:]
+    sig: NodeKeySignature = _new(NodeKeySignature)
+    _setattr(
+        sig,
+        "__dict__",
+        {
+            "sig_kind": _DIRECT,
+            "pubkey": data[6:40],
+            "key_id": data[43:75],
+            "signature": data[78:142],
+            "nested": None,
+            "wrapping_pubkey": wrapping,
+            "canonical": data,
+            "sig_hash": _blake2s(unsigned).digest(),
+        },
+    )
+    return sig
+
+
 def _from_canonical(data: bytes) -> NodeKeySignature | None:
     """The fast path of :meth:`NodeKeySignature.from_bytes`, or ``None`` to decode strictly."""
+    sig = _from_direct_layout(data)
+    if sig is not None:
+        return sig
     # codec.loads_plain and codec.encode_ordered, minus the function calls:
     # a control plane decodes a signature for every node it checks.
     try:

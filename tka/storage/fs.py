@@ -48,20 +48,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import cbor2
+
 from tka import codec
 from tka._fileutil import atomic_write, fsync_dir
-from tka._schema import Field, fill_struct, key_shapes, plain_keys_ok
-from tka.aum import AUM, HASH_SIZE, hash_from_text, hash_to_text
+from tka._schema import Field, fill_struct, key_shapes
+from tka.aum import (
+    _B32_HASH_TEXT,
+    _B32_TO_INT_DIGITS,
+    AUM,
+    HASH_SIZE,
+    _blake2s,
+    hash_from_text,
+    hash_to_text,
+)
 from tka.aum import _from_plain as _aum_from_plain
 from tka.codec import Simple
 from tka.errors import DecodeError, StorageError
@@ -143,6 +151,8 @@ def decode_entry(data: bytes, where: str = "aum file") -> tuple[AUM | None, int,
 
 # Key 2 (the AUM) is always written, the times only when non-zero.
 _ENTRY_SHAPES: Final = key_shapes((2,), (3, 4))
+_loads: Final = cbor2.loads
+_dumps: Final = cbor2.dumps
 
 
 def _decode_canonical_entry(data: bytes) -> tuple[AUM, int, int] | None:
@@ -157,9 +167,20 @@ def _decode_canonical_entry(data: bytes) -> tuple[AUM, int, int] | None:
     """
     if type(data) is not bytes:
         return None
-    t = codec.loads_plain(data)
-    if type(t) is not dict or not plain_keys_ok(t, _ENTRY_SHAPES):
+    # codec.loads_plain, plain_keys_ok and codec.encode_ordered written out
+    # (this runs for every file when a chain is opened).
+    try:
+        t = _loads(data)
+    except Exception:
+        return None  # the strict parser gives the authoritative error
+    if type(t) is not dict:
         return None
+    keys = tuple(t)
+    if keys not in _ENTRY_SHAPES:
+        return None
+    for k in keys:
+        if type(k) is not int:  # True == 1 and 2.0 == 2 passed the membership test
+            return None
     # The AUM's canonical bytes are the value of key 2: after the one-byte
     # map head and the key, up to the time pairs, whose sizes are known.
     created = purged = tail = 0
@@ -174,11 +195,11 @@ def _decode_canonical_entry(data: bytes) -> tuple[AUM, int, int] | None:
             return None
         tail += 1 + codec.head_size(purged)
     aum = _aum_from_plain(t[2])
-    if aum is None or codec.encode_ordered(t) != data:
+    if aum is None or _dumps(t) != data:
         return None
     canonical = data[2 : len(data) - tail]
     aum.__dict__["canonical"] = canonical
-    aum.__dict__["hash"] = hashlib.blake2s(canonical).digest()
+    aum.__dict__["hash"] = _blake2s(canonical).digest()
     return aum, created, purged
 
 
@@ -213,6 +234,11 @@ def _parse_name(name: str) -> bytes | None:
     non-canonical spelling) still names the hash it decodes to, whose file
     is then read from its canonical place.
     """
+    if _B32_HASH_TEXT.fullmatch(name):
+        # 52 characters of the alphabet, the name of every file Tailscale
+        # writes: hash_from_text's own first branch, without the checks
+        # that this match already answers.
+        return (int(name.translate(_B32_TO_INT_DIGITS), 32) >> 4).to_bytes(HASH_SIZE, "big")
     if len(name) * 5 // 8 != HASH_SIZE:
         return None
     if "\n" not in name and "\r" not in name:
@@ -252,6 +278,9 @@ def _is_canonical_name(name: str) -> bool:
 _CANONICAL_LAST: Final = frozenset("AQ")
 
 
+_READ_SIZE: Final = 1 << 16
+
+
 def _read_file(path: str) -> bytes:
     """The whole file, with raw system calls.
 
@@ -260,12 +289,14 @@ def _read_file(path: str) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, 1 << 16)
-        if data:
-            more = os.read(fd, 1 << 16)
+        data = os.read(fd, _READ_SIZE)
+        # A read of a regular file returns less than asked only at its end,
+        # so an AUM file (a few hundred bytes) takes one read, not two.
+        if len(data) == _READ_SIZE:
+            more = os.read(fd, _READ_SIZE)
             while more:
                 data += more
-                more = os.read(fd, 1 << 16)
+                more = os.read(fd, _READ_SIZE)
         return data
     finally:
         os.close(fd)
@@ -298,6 +329,9 @@ class FilesystemStore:
         if not os.path.isdir(self._base):
             raise StorageError(f"fs store: {self._base} is not a directory")
         self._lock_path = os.path.join(self._base, _LOCK_NAME)
+        # os.path.join(self._base, xy, name) is this + xy + os.sep + name
+        # (spelled out where every AUM file of a chain is read).
+        self._root = os.path.join(self._base, "")
         self._lock_fd: int | None = None
         self._lock_writable = False
         # Decoded files by hash, kept with their bytes so a rescan decodes
@@ -405,6 +439,8 @@ class FilesystemStore:
     def _bump_token(self) -> None:
         """Announce a change to other processes; call holding the exclusive lock."""
         assert self._lock_fd is not None
+        import secrets  # here: read-only commands ('tka lock status') never need it
+
         token = secrets.token_bytes(_TOKEN_SIZE)
         try:
             # No fsync: the token only matters to running processes, and a
@@ -461,7 +497,7 @@ class FilesystemStore:
         """
         if listed_name is not None and _is_canonical_name(listed_name):
             name = listed_name
-            path = os.path.join(self._base, name[:2], name)
+            path = self._root + name[:2] + os.sep + name
         else:
             d, name = self._aum_path(h)
             path = os.path.join(d, name)
