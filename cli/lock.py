@@ -881,6 +881,9 @@ def _read_secret(secret: str | None, secret_file: str | None) -> bytes:
             text = data.decode("utf-8-sig").strip()
         except UnicodeDecodeError:
             fail("the disablement secret is not text", EXIT_USAGE)
+        if not text:
+            where = "standard input" if path == "-" else path
+            fail(f"no disablement secret in {where}", EXIT_USAGE)
     else:
         assert secret is not None
         text = read_arg(secret)

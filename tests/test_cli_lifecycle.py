@@ -325,6 +325,8 @@ def test_disable_reads_the_secret_from_stdin_or_a_file_and_exports_it_0600(
     assert s1 not in proc.stderr
     proc = a.lock("disable", ok=False)
     assert proc.returncode == 2 and "stdin" in one_error_line(proc)
+    proc = a.lock("disable", "-", stdin="\n", ok=False)  # nothing piped in
+    assert proc.returncode == 2 and "no disablement secret" in one_error_line(proc)
     a.lock("disable", "-", stdin=s1 + "\n")
     path = a.export()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
