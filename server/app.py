@@ -101,6 +101,7 @@ def parse_uint(text: str, what: str, maximum: int = _INT64_MAX) -> int:
         raise BadRequest(f"{what}: expected a whole number from 0 to {maximum}")
     return int(text)
 
+
 Endpoint = Callable[[Request, RequestContext], Awaitable[Response]]
 
 

@@ -76,9 +76,7 @@ def _post(
     return resp.status, doc
 
 
-def _send_refused(
-    server: ServerProcess, path: str, body: bytes, token: str | None
-) -> int | None:
+def _send_refused(server: ServerProcess, path: str, body: bytes, token: str | None) -> int | None:
     """POST a large body the server may refuse before reading it.
 
     The server then answers and closes without reading the rest, so sending
@@ -175,8 +173,10 @@ def test_unauthenticated_genesis_costs_next_to_nothing(
         cpu = server.cpu_seconds() - before
         figures.append(cpu)
         logged = _logged_status(server, "/machine/tka/init/begin")
-        print(f"  token={token and token[:12]!r}: {status} (logged {logged}) in "
-              f"{wall * 1000:.1f} ms wall, {cpu * 1000:.0f} ms server CPU")
+        print(
+            f"  token={token and token[:12]!r}: {status} (logged {logged}) in "
+            f"{wall * 1000:.1f} ms wall, {cpu * 1000:.0f} ms server CPU"
+        )
         assert status in (401, None) and logged == 401
     assert max(figures) <= 0.050, figures
 
@@ -209,8 +209,10 @@ def test_unauthenticated_flood_is_cheap(served: tuple[ServerProcess, str]) -> No
     wall = time.monotonic() - t0
     cpu = server.cpu_seconds() - before
     rate = len(statuses) / wall
-    print(f"\n8 clients x 50 unauthenticated one-signature geneses: {rate:.0f} req/s, "
-          f"{cpu / max(1, len(statuses)) * 1000:.2f} ms server CPU each")
+    print(
+        f"\n8 clients x 50 unauthenticated one-signature geneses: {rate:.0f} req/s, "
+        f"{cpu / max(1, len(statuses)) * 1000:.2f} ms server CPU each"
+    )
     assert statuses == [401] * 400
     assert cpu / 400 <= 0.010, cpu
 
@@ -231,8 +233,10 @@ def test_unauthenticated_disable_costs_next_to_nothing(served: tuple[ServerProce
         assert status == 401, out
     wall = time.monotonic() - t0
     cpu = server.cpu_seconds() - before
-    print(f"\n10 unauthenticated disable: {cpu * 1000:.0f} ms server CPU in all "
-          f"({cpu * 100:.1f} ms each), {wall * 1000:.0f} ms wall")
+    print(
+        f"\n10 unauthenticated disable: {cpu * 1000:.0f} ms server CPU in all "
+        f"({cpu * 100:.1f} ms each), {wall * 1000:.0f} ms wall"
+    )
     assert cpu <= 10 * 0.010, cpu
 
 
@@ -285,14 +289,19 @@ def test_authenticated_genesis_bounded_and_other_tailnets_unaffected(
         stop.set()
         th.join(120)
     latencies.sort()
-    print(f"\nauthenticated init/begin: {s1} {out1.get('code', '')}, {cpu_begin * 1000:.0f} ms "
-          f"server CPU; init/finish: {s2} {out2.get('code', '')}, {cpu_finish * 1000:.0f} ms "
-          "(both including the concurrent admin writes)")
-    print(f"then the worst accepted genesis: init/begin {s4}, init/finish {s5} "
-          f"{out5.get('code', '')}")
-    print(f"other tailnet's admin writes during the attack ({attack_wall * 1000:.0f} ms): "
-          f"{len(latencies)} writes, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-          f"worst {latencies[-1] * 1000:.1f} ms, failures {len(failures)}")
+    print(
+        f"\nauthenticated init/begin: {s1} {out1.get('code', '')}, {cpu_begin * 1000:.0f} ms "
+        f"server CPU; init/finish: {s2} {out2.get('code', '')}, {cpu_finish * 1000:.0f} ms "
+        "(both including the concurrent admin writes)"
+    )
+    print(
+        f"then the worst accepted genesis: init/begin {s4}, init/finish {s5} {out5.get('code', '')}"
+    )
+    print(
+        f"other tailnet's admin writes during the attack ({attack_wall * 1000:.0f} ms): "
+        f"{len(latencies)} writes, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+        f"worst {latencies[-1] * 1000:.1f} ms, failures {len(failures)}"
+    )
 
     # Alone: the server's CPU for the same requests.
     before = server.cpu_seconds()
@@ -317,8 +326,10 @@ def test_worst_authenticated_genesis_is_bounded(served: tuple[ServerProcess, str
     status, out = _post(server, "/machine/tka/init/begin", _begin_body(key, genesis), token)
     wall = time.monotonic() - t0
     cpu = server.cpu_seconds() - before
-    print(f"\nworst genesis (512 mixed-order keys, {len(genesis.to_bytes())} bytes): {status} "
-          f"{out.get('code', '')}, {cpu * 1000:.0f} ms server CPU, {wall * 1000:.0f} ms wall")
+    print(
+        f"\nworst genesis (512 mixed-order keys, {len(genesis.to_bytes())} bytes): {status} "
+        f"{out.get('code', '')}, {cpu * 1000:.0f} ms server CPU, {wall * 1000:.0f} ms wall"
+    )
     assert status == 200, out  # such a genesis is valid: it is verified, once
     assert cpu <= 10.0, cpu  # generous; ~1 s with the pure-Python slow path
 
@@ -400,8 +411,10 @@ def test_slow_body_is_cut_off_and_refused_bodies_are_not_read(
             pass
         closed = time.monotonic() - t0
     status_line = answer.split(b"\r\n")[0].decode()
-    print(f"stalled body without a token: {status_line} after "
-          f"{answered * 1000:.0f} ms, closed after {closed:.1f} s")
+    print(
+        f"stalled body without a token: {status_line} after "
+        f"{answered * 1000:.0f} ms, closed after {closed:.1f} s"
+    )
     assert answer.startswith(b"HTTP/1.1 401")
     assert closed <= 15, closed
 
@@ -418,8 +431,10 @@ def test_slow_body_is_cut_off_and_refused_bodies_are_not_read(
     finally:
         for sock in socks:
             sock.close()
-    print(f"30 stalled 10 MB bodies without a token: server RSS {rss_before // 1024} MB -> "
-          f"{rss_during // 1024} MB")
+    print(
+        f"30 stalled 10 MB bodies without a token: server RSS {rss_before // 1024} MB -> "
+        f"{rss_during // 1024} MB"
+    )
     assert rss_during - rss_before <= 30 * 1024, (rss_before, rss_during)
 
 

@@ -298,8 +298,10 @@ def test_verification_does_not_hold_the_write_lock(tmp_path: Path) -> None:
         th.join()
         assert not errors, errors
         assert latencies, "the verification finished before any write"
-        print(f"\n{len(latencies)} writes to another tailnet during the verification, "
-              f"worst {max(latencies) * 1000:.1f} ms")
+        print(
+            f"\n{len(latencies)} writes to another tailnet during the verification, "
+            f"worst {max(latencies) * 1000:.1f} ms"
+        )
         assert max(latencies) < 0.5
         assert svc.tailnet_status("slow")["Status"] == "pending"
     finally:

@@ -913,9 +913,7 @@ class ControlService:
         for _ in range(_WRITE_ATTEMPTS):
             with self.store.read() as txn:
                 node, t = self._auth_node(txn, token, req.old_node_key, ctx, "OldNodeKey")
-                authority = (
-                    self._cached_authority(txn, t) if t.status == STATUS_ENABLED else None
-                )
+                authority = self._cached_authority(txn, t) if t.status == STATUS_ENABLED else None
             if authority is not None:
                 if sig is None:
                     raise VerificationError(

@@ -127,9 +127,7 @@ class SQLiteControlStore:
                 if "may_init" not in cols:
                     # Version 1: no node could be told apart, so none may init
                     # until an admin grants it.
-                    conn.execute(
-                        "ALTER TABLE nodes ADD COLUMN may_init INTEGER NOT NULL DEFAULT 0"
-                    )
+                    conn.execute("ALTER TABLE nodes ADD COLUMN may_init INTEGER NOT NULL DEFAULT 0")
                 conn.execute(
                     "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
