@@ -277,3 +277,17 @@ def test_direct_shortcut_decides_as_the_general_path(monkeypatch: pytest.MonkeyP
             general = [check(nk, s, verify) for nk, s in cases]
         assert shortcut == general
     assert check(*cases[0]).valid and not check(*cases[1]).valid
+
+
+def test_a_key_of_unknown_kind_hides_the_keys_after_it_as_gos_getkey_does() -> None:
+    # Only a damaged store can hold such a state; Go's GetKey fails at the
+    # unknown-kind key, so a signature by a key listed after it is refused.
+    unknown = Key(99, 1, bytes(32))
+    node_key = _node_key(7)
+    signature = sign_direct(SEEDS[1], node_key).to_bytes()
+    before = State(None, (bytes(32),), (Key.ed25519(PUBS[1]), unknown), 1, 2)
+    after = State(None, (bytes(32),), (unknown, Key.ed25519(PUBS[1])), 1, 2)
+    assert trusted_key_ids(before) == {PUBS[1]}
+    assert trusted_key_ids(after) == frozenset()
+    assert decide(before, node_key, signature).admitted
+    assert not decide(after, node_key, signature).admitted

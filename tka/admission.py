@@ -302,15 +302,17 @@ def _check_direct(
 def trusted_key_ids(state: State) -> frozenset[bytes]:
     """The IDs of the keys *state* trusts (what a :class:`Checked` is decided against).
 
-    A key whose ID cannot be computed (an unknown kind, which static
-    validation keeps out of any state) trusts nothing.
+    A key whose ID cannot be computed (an unknown kind: static validation
+    keeps it out of any state a node accepts, but a damaged store can hold
+    one) ends the set there: Go's ``GetKey`` walks the keys in order and
+    fails at such a key, so no key after it is ever found trusted.
     """
     ids = set()
     for k in state.keys or ():
         try:
             ids.add(k.key_id)
         except ValidationError:
-            continue
+            break
     ids.discard(b"")
     return frozenset(ids)
 
