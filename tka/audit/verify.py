@@ -63,13 +63,19 @@ class _Walk:
     unchecked: set[bytes]  # AUMs below a failure, never checked
 
 
-def _parents_first(aums: Iterable[AUM], roots: Sequence[AUM]) -> list[AUM]:
-    """Breadth-first from *roots*, siblings by hash: a deterministic parents-first order."""
+def _children_by_parent(aums: Iterable[AUM]) -> dict[bytes, list[AUM]]:
+    """Each parent hash and its children, in the order *aums* lists them."""
     children: dict[bytes, list[AUM]] = {}
     for a in aums:
         p = a.parent
         if p is not None:
             children.setdefault(p, []).append(a)
+    return children
+
+
+def _parents_first(aums: Iterable[AUM], roots: Sequence[AUM]) -> list[AUM]:
+    """Breadth-first from *roots*, siblings by hash: a deterministic parents-first order."""
+    children = _children_by_parent(aums)
     out: list[AUM] = []
     seen: set[bytes] = set()
     queue = sorted(roots, key=lambda a: a.hash)
@@ -205,11 +211,7 @@ def fork_records(
     order: Sequence[AUM], states: dict[bytes, State], active: set[bytes]
 ) -> list[ForkRecord]:
     """Every AUM with several children whose state is known, and the branch Tailscale follows."""
-    children: dict[bytes, list[AUM]] = {}
-    for a in order:
-        p = a.parent
-        if p is not None:
-            children.setdefault(p, []).append(a)
+    children = _children_by_parent(order)
     out: list[ForkRecord] = []
     for parent_hash, kids in children.items():
         if len(kids) < 2 or parent_hash not in states:
