@@ -198,13 +198,6 @@ def test_rotation_supersedes_the_old_node_key() -> None:
 # -- the service, in-process -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresProvider]:
-    provider = PostgresProvider()
-    yield provider
-    provider.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Any, pg: PostgresProvider

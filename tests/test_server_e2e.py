@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,6 @@ from _server_harness import PostgresProvider, ServerProcess, tka_command
 from tka.aum import hash_from_text
 from tka.chain import compute_state_at, pick_next_aum
 from tka.storage.fs import FilesystemStore
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresProvider]:
-    provider = PostgresProvider()
-    yield provider
-    provider.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

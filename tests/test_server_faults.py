@@ -50,13 +50,6 @@ from tka.storage.memory import MemoryStore
 # -- fixtures and a small world ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresProvider]:
-    provider = PostgresProvider()
-    yield provider
-    provider.close()
-
-
 def _store_url(kind: str, tmp: Path, pg: PostgresProvider) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp}/control.db"

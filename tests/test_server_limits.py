@@ -42,13 +42,6 @@ from tka.state import State
 from tka.storage.memory import MemoryStore
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresProvider]:
-    provider = PostgresProvider()
-    yield provider
-    provider.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, pg: PostgresProvider) -> Iterator[Any]:
     if request.param == "sqlite":
