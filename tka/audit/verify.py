@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -416,19 +416,7 @@ def audit_tree(
             )
         )
     warnings.extend(findings(chain, states, authority.state, root, forks, order))
-    if mismatch:
-        return AuditReport(
-            source,
-            "invalid",
-            tuple(mismatch),
-            genesis=root.hash_text,
-            aum_count=count,
-            aums=tuple(by_hash.values()),
-            history=history,
-            forks=tuple(forks),
-            warnings=tuple(warnings),
-        )
-    return AuditReport(
+    report = AuditReport(
         source,
         "valid",
         (),
@@ -441,6 +429,11 @@ def audit_tree(
         forks=tuple(forks),
         warnings=tuple(warnings),
     )
+    if mismatch:
+        # Everything else stands; only the verdict, and with it the head and
+        # state vouched for, goes.
+        return replace(report, verdict="invalid", reasons=tuple(mismatch), head=None, state=None)
+    return report
 
 
 def _verified(a: AUM, walk: _Walk) -> bool | None:
