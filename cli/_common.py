@@ -37,7 +37,6 @@ __all__ = [
     "Fail",
     "TkaGroup",
     "add_global_options",
-    "default_state_dir",
     "emit",
     "err_line",
     "exit_code_for",
@@ -191,16 +190,6 @@ def global_opt(ctx: click.Context | None, name: str) -> Any:
     if ctx is None:
         return None
     return ctx.find_root().meta.get(_META, {}).get(name)
-
-
-def default_state_dir() -> str:
-    """``$TKA_STATE_DIR``, else the platform's user data directory for tka."""
-    env = os.environ.get("TKA_STATE_DIR")
-    if env:
-        return env
-    import platformdirs
-
-    return platformdirs.user_data_dir("tka")
 
 
 # -- files ---------------------------------------------------------------------------

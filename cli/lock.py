@@ -34,6 +34,7 @@ from ._common import (
     write_output,
 )
 from .node import open_node, passphrase, private_key
+from .status_text import offline_status_text, status_text
 
 if TYPE_CHECKING:
     from tka.aum import AUM
@@ -378,7 +379,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     with open_node(ctx) as node:
         if not as_json and not control_url(ctx, node):
             # Offline text status: read the chain without the authority engine.
-            _status_text(node.public_key_text(), node.head_state(), node.disabled(), None, None)
+            click.echo(offline_status_text(node))
             return
         _status_full(ctx, node, as_json)
 
@@ -421,48 +422,7 @@ def _status_full(ctx: click.Context, node: NodeState, as_json: bool) -> None:
         )
         return
     head = (authority.head, authority.state) if authority is not None else None
-    _status_text(pub.cli_text() if pub else None, head, disabled, signed, node_key)
-
-
-def _status_text(
-    pub: str | None,
-    head: tuple[AUM, Any] | None,
-    disabled: dict[str, Any] | None,
-    signed: tuple[bool, str] | None,
-    node_key: NodePublic | None,
-) -> None:
-    enabled = head is not None and disabled is None
-    lines = [f"Tailnet lock is {'ENABLED' if enabled else 'NOT enabled'}."]
-    if disabled is not None:
-        how = disabled.get("how")
-        back = (
-            "'tka lock local-enable' turns it back on"
-            if how == "local"
-            else "'tka lock init' starts a new lock"
-        )
-        lines.append(f"It was disabled on this node ({how}); {back}.")
-    if signed is not None and signed[0]:
-        lines.append("This node is accessible under tailnet lock: its node-key signature is valid.")
-    elif signed is not None:
-        nk_text = node_key.text() if node_key is not None else "NODEKEY"
-        lines.append(
-            "This node is LOCKED OUT by tailnet lock, and action is required to establish "
-            f"connectivity: {signed[1]}. Have a signing node run: tka lock sign {nk_text}"
-        )
-    if node_key is not None:
-        lines.append(f"This node's node key: {node_key.text()}")
-    if pub is not None:
-        lines.append(f"This node's tailnet-lock key: {pub}")
-    if head is not None and enabled:
-        aum, state = head
-        lines.append(f"Head: {aum.hash_text}")
-        lines.append("")
-        lines.append("Trusted signing keys:")
-        for k in state.keys or ():
-            key = f"tlpub:{(k.public or b'').hex()}"
-            me = " (self)" if key == pub else ""
-            lines.append(f"\t{key}\t{k.votes}{me}")
-    click.echo("\n".join(lines))
+    click.echo(status_text(pub.cli_text() if pub else None, head, disabled, signed, node_key))
 
 
 @lock.command("log")

@@ -76,7 +76,7 @@ def passphrase(ctx: click.Context | None, path: str | None = None) -> bytes | No
 
 def state_dir(ctx: click.Context) -> str:
     """The state directory chosen by --state-dir, $TKA_STATE_DIR or the platform default."""
-    from ._common import default_state_dir
+    from ._paths import default_state_dir
 
     return str(global_opt(ctx, "state_dir") or default_state_dir())
 
