@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,53 @@ def test_direct_shortcut_decides_as_the_general_path(monkeypatch: pytest.MonkeyP
             general = [check(nk, s, verify) for nk, s in cases]
         assert shortcut == general
     assert check(*cases[0]).valid and not check(*cases[1]).valid
+
+
+def test_direct_path_of_authorize_node_key_says_what_the_general_path_says() -> None:
+    """authorize_node_key's written-out direct path: same verdicts, same messages, same order."""
+    import tka.sig as sig_module
+
+    seed = hashlib.sha256(b"direct path key").digest()
+    node_key = hashlib.sha256(b"direct path node").digest()
+    good = sign_direct(seed, node_key)
+    raw = good.signature or b""
+    forged = good.with_signature(bytes([raw[0] ^ 1]) + raw[1:])
+    trusted = Key.ed25519(ed25519.public_from_seed(seed))
+    states = [
+        State(None, (bytes(32),), (trusted,), 1, 2),
+        State(None, (bytes(32),), (Key.ed25519(PUBS[0]),), 1, 2),  # signer not trusted
+        State(None, (bytes(32),), (Key(7, 1, b"x" * 32), trusted), 1, 2),  # unknown kind first
+        State(None, (bytes(32),), (Key(1, 1, b"short"), trusted), 1, 2),
+    ]
+    cases = [
+        (node_key, good.to_bytes()),
+        (node_key, forged.to_bytes()),
+        (hashlib.sha256(b"other node").digest(), good.to_bytes()),
+        (b"", good.to_bytes()),
+        (node_key, NodeKeySignature(1, b"np" + node_key, b"short", raw).to_bytes()),
+        (node_key, NodeKeySignature(1, b"np" + node_key, b"", raw).to_bytes()),
+        (node_key, sign_direct(seed, node_key, bytes(32)).to_bytes()),
+    ]
+
+    def general_path(state: State, nk: bytes, s: bytes) -> object:
+        # authorize_node_key's steps for any kind, as before the direct path.
+        decoded = NodeKeySignature.from_bytes(s)
+        key = sig_module._trusted_key(state, decoded.authorizing_key_id())
+        decoded.verify(nk, key)
+        return decoded.rotation_details()
+
+    def outcome(
+        check: Callable[[State, bytes, bytes], object], st: State, nk: bytes, s: bytes
+    ) -> str:
+        try:
+            return repr(check(st, nk, s))
+        except NotAuthorized as exc:
+            return f"refused: {exc}"
+
+    direct = [outcome(authorize_node_key, st, nk, s) for st in states for nk, s in cases]
+    general = [outcome(general_path, st, nk, s) for st in states for nk, s in cases]
+    assert direct == general
+    assert direct[0] == "None" and direct[1] == "refused: invalid signature"
 
 
 def test_a_key_of_unknown_kind_hides_the_keys_after_it_as_gos_getkey_does() -> None:

@@ -81,6 +81,28 @@ def test_vector_verdicts_slow_path_alone(case: dict[str, Any]) -> None:
     assert _go_stdlib_slow(public, message, signature) is case["go_stdlib_valid"]
 
 
+def test_many_gives_each_vectors_zip215_verdict_in_order() -> None:
+    """verify_zip215_many over every vector at once (libsodium first, zebra for its refusals)."""
+    triples = [_triple(c) for c in CASES]
+    assert ed25519.verify_zip215_many(triples) == [c["zip215_valid"] for c in CASES]
+    assert ed25519.verify_zip215_many(list(reversed(triples))) == [
+        c["zip215_valid"] for c in reversed(CASES)
+    ]
+    assert ed25519.verify_zip215_many([]) == []
+
+
+@given(
+    items=st.lists(
+        st.tuples(st.binary(max_size=40), st.binary(max_size=2000), st.binary(max_size=70)),
+        max_size=8,
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_many_matches_one_by_one_on_any_input(items: list[tuple[bytes, bytes, bytes]]) -> None:
+    # Wrong lengths, long messages (past its buffer) and junk: never a crash.
+    assert ed25519.verify_zip215_many(items) == [ed25519.verify_zip215(*t) for t in items]
+
+
 def test_fast_path_claim_holds_on_every_vector() -> None:
     """Whenever libsodium accepts a vector, both rules accept it."""
     accepted = 0
