@@ -288,6 +288,12 @@ def compute_active_chain(
     storage: Storage, last_known_oldest: bytes | None, max_iter: int = MAX_SCAN_ITERATIONS
 ) -> ActiveChain:
     """Find the active chain in *storage* (``computeActiveChain``)."""
+    # A store that can answer one walk from one view of itself (the
+    # filesystem store: one check for other processes' changes, not one per
+    # lookup) is walked through that view.
+    snapshot = getattr(storage, "snapshot", None)
+    if callable(snapshot):
+        storage = snapshot()
     try:
         candidates, path = _chain_candidates(storage, last_known_oldest, max_iter)
     except TKAError as exc:

@@ -694,6 +694,23 @@ class FilesystemStore:
             self._ensure_index()
             return [a for h, a in self._active.items() if not self._children.get(h)]
 
+    def snapshot(self) -> _Snapshot:
+        """A read-only view of the AUMs stored now, for one walk over the chain.
+
+        Opening a chain looks every AUM up once or twice, and :meth:`get`
+        first checks, on every call, that no other process changed the
+        directory since it was indexed. The view checks once, when it is
+        taken, and then answers from that index (which still follows this
+        process's own commits): the walk sees one state of the directory,
+        and another process's commit meanwhile is seen by the next walk. A
+        hash the listing did not show is still read from its canonical
+        path, as :meth:`get` does.
+        """
+        with self._mutex:
+            self._check_open()
+            self._ensure_index()
+            return _Snapshot(self, self._entries, self._active, self._children)
+
     def commit_verified(self, aums: Sequence[AUM]) -> None:
         """Store verified AUMs, one file at a time in order (a crash leaves a prefix).
 
@@ -806,3 +823,52 @@ class FilesystemStore:
                     self._write_entry(h, new)
                     touched.add(self._aum_path(h)[0])
                     self._index_put(h, old, new)
+
+
+class _Snapshot:
+    """:meth:`FilesystemStore.snapshot`: lookups in one index, writes passed to the store."""
+
+    def __init__(
+        self,
+        store: FilesystemStore,
+        entries: dict[bytes, _Entry],
+        active: dict[bytes, AUM],
+        children: dict[bytes, list[bytes]],
+    ) -> None:
+        self._store = store
+        self._entries = entries
+        self._active = active
+        self._children = children
+
+    def get(self, aum_hash: bytes) -> AUM | None:
+        """The stored AUM with this hash, or ``None`` (also when purged)."""
+        found = self._active.get(aum_hash)
+        if found is not None:
+            return found
+        if aum_hash in self._entries:
+            return None  # listed, and purged
+        return self._store.get(aum_hash)  # not listed: its canonical path, as get reads
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        """Stored AUMs whose parent is *aum_hash*."""
+        return [self._active[h] for h in self._children.get(aum_hash, ())]
+
+    def heads(self) -> list[AUM]:
+        """Stored AUMs with no stored child."""
+        return [a for h, a in self._active.items() if not self._children.get(h)]
+
+    def lists_an_aum_twice(self) -> bool:
+        """As :meth:`FilesystemStore.lists_an_aum_twice`."""
+        return self._store.lists_an_aum_twice()
+
+    def commit_verified(self, aums: Sequence[AUM]) -> None:
+        """Passed to the store."""
+        self._store.commit_verified(aums)
+
+    def last_active_ancestor(self) -> bytes | None:
+        """Passed to the store."""
+        return self._store.last_active_ancestor()
+
+    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
+        """Passed to the store."""
+        self._store.set_last_active_ancestor(aum_hash)
