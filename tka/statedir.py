@@ -23,10 +23,10 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tka._fileutil import atomic_write, locked
+from tka._record import FrozenRecord
 from tka.errors import DecodeError, StorageError, UsageError
 
 if TYPE_CHECKING:
@@ -47,9 +47,11 @@ DISABLED_FILE = "disabled.json"
 CONTROL_FILE = "control.json"
 
 
-@dataclass(frozen=True)
-class SignatureRecord:
-    """A node-key signature this node keeps (made here, or recorded from elsewhere)."""
+class SignatureRecord(FrozenRecord):
+    """A node-key signature this node keeps (made here, or recorded from elsewhere). Immutable."""
+
+    __slots__ = ("key_id", "node_key", "signature")
+    _fields = __match_args__ = ("node_key", "signature", "key_id")
 
     node_key: str
     """The node key in ``nodekey:`` text form."""
@@ -57,6 +59,11 @@ class SignatureRecord:
     """The serialized node-key signature."""
     key_id: str
     """The ``tlpub:`` key at the root of the signature."""
+
+    def __init__(self, node_key: str, signature: bytes, key_id: str) -> None:
+        object.__setattr__(self, "node_key", node_key)
+        object.__setattr__(self, "signature", signature)
+        object.__setattr__(self, "key_id", key_id)
 
 
 class NodeState(AbstractContextManager["NodeState"]):
