@@ -18,8 +18,6 @@ normalized first, so every node computes the same hash for the same meaning.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import re
 
@@ -85,6 +83,8 @@ def hash_to_text(h: bytes) -> str:
     if len(h) == HASH_SIZE:
         n = int.from_bytes(h, "big") << 4
         return "".join([_B32_PAIRS[(n >> shift) & 0x3FF] for shift in _B32_SHIFTS])
+    import base64  # only for odd sizes: the import would slow the start of 'tka lock status'
+
     return base64.b32encode(h).decode("ascii").rstrip("=")
 
 
@@ -100,6 +100,9 @@ def hash_from_text(text: str) -> bytes:
         # unchecked.
         n = int(text.translate(_B32_TO_INT_DIGITS), 32)
         return (n >> 4).to_bytes(HASH_SIZE, "big")
+    import base64  # only for text that is not plain: see hash_to_text
+    import binascii
+
     try:
         return base64.b32decode(text + "====")
     except (binascii.Error, ValueError):
@@ -230,14 +233,14 @@ class AUM(FrozenRecord):
     ) -> AUM:
         """A copy with the given fields changed (hash caches are not carried over)."""
         return AUM(
-            self.message_kind if message_kind is KEEP else message_kind,
-            self.prev_aum_hash if prev_aum_hash is KEEP else prev_aum_hash,
-            self.key if key is KEEP else key,
-            self.key_id if key_id is KEEP else key_id,
-            self.state if state is KEEP else state,
-            self.votes if votes is KEEP else votes,
-            self.meta if meta is KEEP else meta,
-            self.signatures if signatures is KEEP else signatures,
+            self.message_kind if isinstance(message_kind, Keep) else message_kind,
+            self.prev_aum_hash if isinstance(prev_aum_hash, Keep) else prev_aum_hash,
+            self.key if isinstance(key, Keep) else key,
+            self.key_id if isinstance(key_id, Keep) else key_id,
+            self.state if isinstance(state, Keep) else state,
+            self.votes if isinstance(votes, Keep) else votes,
+            self.meta if isinstance(meta, Keep) else meta,
+            self.signatures if isinstance(signatures, Keep) else signatures,
         )
 
     # -- wire form -------------------------------------------------------

@@ -86,11 +86,11 @@ class State(FrozenRecord):
     ) -> State:
         """A copy with the given fields changed (what ``dataclasses.replace`` did)."""
         return State(
-            self.last_aum_hash if last_aum_hash is KEEP else last_aum_hash,
-            self.disablement_values if disablement_values is KEEP else disablement_values,
-            self.keys if keys is KEEP else keys,
-            self.state_id1 if state_id1 is KEEP else state_id1,
-            self.state_id2 if state_id2 is KEEP else state_id2,
+            self.last_aum_hash if isinstance(last_aum_hash, Keep) else last_aum_hash,
+            self.disablement_values if isinstance(disablement_values, Keep) else disablement_values,
+            self.keys if isinstance(keys, Keep) else keys,
+            self.state_id1 if isinstance(state_id1, Keep) else state_id1,
+            self.state_id2 if isinstance(state_id2, Keep) else state_id2,
         )
 
     # -- lookups ---------------------------------------------------------

@@ -18,7 +18,6 @@ timeout and then gets a clear error: two writers never interleave.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from collections.abc import Iterator
@@ -280,6 +279,8 @@ class NodeState(AbstractContextManager["NodeState"]):
         data = self._read_json(SIGNATURES_FILE)
         if data is None:
             return []
+        import base64  # here, not at the top: it would slow the start of 'tka lock status'
+
         try:
             return [
                 SignatureRecord(r["node_key"], base64.b64decode(r["signature"]), r["key_id"])
@@ -290,6 +291,8 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def record_signatures(self, records: list[SignatureRecord]) -> None:
         """Add or replace (by node key) signatures, in one atomic write."""
+        import base64  # here, not at the top: it would slow the start of 'tka lock status'
+
         by_node = {r.node_key: r for r in self.signatures()}
         for r in records:
             by_node[r.node_key] = r
