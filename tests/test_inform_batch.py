@@ -9,8 +9,6 @@ time procedure gives, and that a good batch is accepted with the same head.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,7 +102,7 @@ def _corrupt(aum: AUM, how: int) -> AUM:
     if how == 3:  # a second, bad signature after a good one
         return aum.with_signatures((*sigs, Signature(PUBS[1], bytes(64))))
     # how == 4: wrong parent (a structural error found before any crypto)
-    return replace(aum, prev_aum_hash=bytes(32)).with_signatures(aum.signatures)
+    return aum.replace(prev_aum_hash=bytes(32)).with_signatures(aum.signatures)
 
 
 @settings(

@@ -18,21 +18,19 @@ normalized first, so every node computes the same hash for the same meaning.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import re
 
 # hashlib.blake2s is this very type; importing hashlib would also load OpenSSL
 # (a few ms of every CLI start) for hash functions AUMs never use.
 from _blake2 import blake2s as _blake2s_new
-from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import cbor2
 
 from tka import codec
 from tka._cache import cached
+from tka._record import KEEP, FrozenRecord, Keep
 from tka._schema import (
     Field,
     fill_bytes,
@@ -85,6 +83,8 @@ def hash_to_text(h: bytes) -> str:
     if len(h) == HASH_SIZE:
         n = int.from_bytes(h, "big") << 4
         return "".join([_B32_PAIRS[(n >> shift) & 0x3FF] for shift in _B32_SHIFTS])
+    import base64  # only for odd sizes: the import would slow the start of 'tka lock status'
+
     return base64.b32encode(h).decode("ascii").rstrip("=")
 
 
@@ -100,6 +100,9 @@ def hash_from_text(text: str) -> bytes:
         # unchecked.
         n = int(text.translate(_B32_TO_INT_DIGITS), 32)
         return (n >> 4).to_bytes(HASH_SIZE, "big")
+    import base64  # only for text that is not plain: see hash_to_text
+    import binascii
+
     try:
         return base64.b32decode(text + "====")
     except (binascii.Error, ValueError):
@@ -132,12 +135,18 @@ def aum_kind_name(kind: int) -> str:
     return _KIND_NAMES.get(kind, f"AUM?<{kind}>")
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(FrozenRecord):
     """One signature over an AUM's sig-hash (``tkatype.Signature``); both fields always encoded."""
+
+    __slots__ = ("key_id", "signature")
+    _fields = __match_args__ = ("key_id", "signature")
 
     key_id: bytes | None
     signature: bytes | None
+
+    def __init__(self, key_id: bytes | None, signature: bytes | None) -> None:
+        _setattr(self, "key_id", key_id)
+        _setattr(self, "signature", signature)
 
     def to_cbor_obj(self) -> dict[int, Any]:
         """The value handed to the canonical encoder."""
@@ -155,22 +164,84 @@ _SIG_FIELDS: Final[dict[int, Field]] = {
 }
 
 
-@dataclass(frozen=True)
-class AUM:
+class AUM(FrozenRecord):
     """An Authority Update Message. Immutable; hashes are computed once and cached.
 
     ``None`` means absent (Go's nil) and differs from empty: see the module
     docstring for which fields are encoded when empty.
     """
 
+    # No __slots__: the cached hashes and bytes live in the instance dictionary.
+    _fields = __match_args__ = (
+        "message_kind",
+        "prev_aum_hash",
+        "key",
+        "key_id",
+        "state",
+        "votes",
+        "meta",
+        "signatures",
+    )
+
     message_kind: int
-    prev_aum_hash: bytes | None = None
-    key: Key | None = None
-    key_id: bytes | None = None
-    state: State | None = None
-    votes: int | None = None
-    meta: dict[str, str] | None = None
-    signatures: tuple[Signature, ...] | None = field(default=None)
+    prev_aum_hash: bytes | None
+    key: Key | None
+    key_id: bytes | None
+    state: State | None
+    votes: int | None
+    meta: dict[str, str] | None
+    signatures: tuple[Signature, ...] | None
+
+    def __init__(
+        self,
+        message_kind: int,
+        prev_aum_hash: bytes | None = None,
+        key: Key | None = None,
+        key_id: bytes | None = None,
+        state: State | None = None,
+        votes: int | None = None,
+        meta: dict[str, str] | None = None,
+        signatures: tuple[Signature, ...] | None = None,
+    ) -> None:
+        # One dictionary in place of eight attribute stores (see _from_plain).
+        _setattr(
+            self,
+            "__dict__",
+            {
+                "message_kind": message_kind,
+                "prev_aum_hash": prev_aum_hash,
+                "key": key,
+                "key_id": key_id,
+                "state": state,
+                "votes": votes,
+                "meta": meta,
+                "signatures": signatures,
+            },
+        )
+
+    def replace(
+        self,
+        *,
+        message_kind: int | Keep = KEEP,
+        prev_aum_hash: bytes | Keep | None = KEEP,
+        key: Key | Keep | None = KEEP,
+        key_id: bytes | Keep | None = KEEP,
+        state: State | Keep | None = KEEP,
+        votes: int | Keep | None = KEEP,
+        meta: dict[str, str] | Keep | None = KEEP,
+        signatures: tuple[Signature, ...] | Keep | None = KEEP,
+    ) -> AUM:
+        """A copy with the given fields changed (hash caches are not carried over)."""
+        return AUM(
+            self.message_kind if isinstance(message_kind, Keep) else message_kind,
+            self.prev_aum_hash if isinstance(prev_aum_hash, Keep) else prev_aum_hash,
+            self.key if isinstance(key, Keep) else key,
+            self.key_id if isinstance(key_id, Keep) else key_id,
+            self.state if isinstance(state, Keep) else state,
+            self.votes if isinstance(votes, Keep) else votes,
+            self.meta if isinstance(meta, Keep) else meta,
+            self.signatures if isinstance(signatures, Keep) else signatures,
+        )
 
     # -- wire form -------------------------------------------------------
 
@@ -352,7 +423,7 @@ class AUM:
 
     def with_signatures(self, signatures: tuple[Signature, ...] | None) -> AUM:
         """Return a copy carrying *signatures* (hash caches are not carried over)."""
-        return replace(self, signatures=signatures)
+        return self.replace(signatures=signatures)
 
 
 _AUM_FIELDS: Final[dict[int, Field]] = {
@@ -463,15 +534,13 @@ def _from_plain(t: Any) -> AUM | None:
                 ):
                     return None
                 sig: Signature = _new(Signature)
-                # What the frozen dataclass's generated __init__ does (it has
-                # no __post_init__).
+                # What Signature.__init__ does, without the call.
                 _setattr(sig, "key_id", s_key)
                 _setattr(sig, "signature", s_sig)
                 sigs.append(sig)
             signatures = tuple(sigs)
     aum: AUM = _new(AUM)
-    # The generated __init__ only assigns the fields; filling the instance
-    # dictionary at once does the same.
+    # What AUM.__init__ does, without the call.
     _setattr(
         aum,
         "__dict__",

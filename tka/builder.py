@@ -13,7 +13,6 @@ the limit: data is verified as Tailscale does, but we do not create traps.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 
 from tka.aum import AUM, AUMKind
 from tka.authority import Authority, Signer
@@ -59,7 +58,7 @@ class UpdateBuilder:
         return tuple(self._out)
 
     def _make(self, update: AUM) -> None:
-        update = replace(update, prev_aum_hash=self._parent)
+        update = update.replace(prev_aum_hash=self._parent)
         if self._signer is not None:
             signatures = self._signer.sign_aum(update.sig_hash)
             if signatures:
@@ -132,7 +131,7 @@ class UpdateBuilder:
                 state = state.apply(update)
             except StateError as exc:
                 raise StateError(f"applying update {i}: {exc}") from None
-        self._make(AUM(AUMKind.CHECKPOINT, state=replace(state, last_aum_hash=None)))
+        self._make(AUM(AUMKind.CHECKPOINT, state=state.replace(last_aum_hash=None)))
 
     def _needs_checkpoint(self, storage: Storage) -> bool:
         cursor: bytes | None = self._authority.head_hash

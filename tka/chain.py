@@ -20,8 +20,9 @@ Nothing here checks signatures: AUMs are verified before they are stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Final
 
+from tka._record import FrozenRecord
 from tka.aum import AUM, HASH_SIZE, AUMKind, hash_to_text
 from tka.errors import LimitExceeded, StateError, StorageError, TKAError
 from tka.key import KEY_KIND_25519
@@ -44,20 +45,34 @@ __all__ = [
 Advancer = Callable[[State, list[AUM]], tuple[AUM | None, State]]
 
 
-@dataclass(frozen=True)
-class ActiveChain:
-    """The chain an authority follows: oldest stored AUM, head, state at head."""
+_setattr: Final = object.__setattr__
+
+
+class ActiveChain(FrozenRecord):
+    """The chain an authority follows: oldest stored AUM, head, state at head. Immutable."""
+
+    __slots__ = ("head", "oldest", "state")
+    _fields = __match_args__ = ("oldest", "head", "state")
 
     oldest: AUM
     head: AUM
     state: State
 
+    def __init__(self, oldest: AUM, head: AUM, state: State) -> None:
+        _setattr(self, "oldest", oldest)
+        _setattr(self, "head", head)
+        _setattr(self, "state", state)
 
-@dataclass
+
 class _Candidate:
-    oldest: AUM
-    head: AUM
-    chains_through_active: bool = False
+    """A chain being walked back from a head; ``oldest`` moves as the walk goes."""
+
+    __slots__ = ("chains_through_active", "head", "oldest")
+
+    def __init__(self, oldest: AUM, head: AUM, chains_through_active: bool = False) -> None:
+        self.oldest = oldest
+        self.head = head
+        self.chains_through_active = chains_through_active
 
 
 class _LinearView:

@@ -10,10 +10,10 @@ CBOR layout (map with integer keys)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from tka import codec
+from tka._record import FrozenRecord
 from tka._schema import (
     Field,
     fill_bytes,
@@ -41,17 +41,27 @@ def key_kind_name(kind: int) -> str:
     return f"Key?<{kind}>"
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
+class Key(FrozenRecord):
     """A trusted signing key with its vote weight and optional metadata.
 
-    Values are immutable by convention: do not mutate ``meta`` in place.
+    Immutable; ``meta`` is so by convention: do not mutate it in place.
     """
+
+    __slots__ = ("kind", "meta", "public", "votes")
+    _fields = __match_args__ = ("kind", "votes", "public", "meta")
 
     kind: int
     votes: int
     public: bytes | None
-    meta: dict[str, str] | None = None
+    meta: dict[str, str] | None
+
+    def __init__(
+        self, kind: int, votes: int, public: bytes | None, meta: dict[str, str] | None = None
+    ) -> None:
+        _setattr(self, "kind", kind)
+        _setattr(self, "votes", votes)
+        _setattr(self, "public", public)
+        _setattr(self, "meta", meta)
 
     @classmethod
     def ed25519(cls, public: bytes, votes: int = 1, meta: dict[str, str] | None = None) -> Key:
@@ -122,7 +132,7 @@ class Key:
             if meta is None:
                 return None
         key: Key = _new(cls)
-        # What the frozen dataclass's generated __init__ does (no __post_init__).
+        # What __init__ does, without the call.
         _setattr(key, "kind", kind)
         _setattr(key, "votes", votes)
         _setattr(key, "public", public)

@@ -29,7 +29,7 @@ reported uses only the valid signers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tka import ed25519
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -191,7 +191,7 @@ def make_retroactive_revocation(
     if not keys:
         raise StateError("cannot revoke all trusted keys")
     # Checkpoints never name a last AUM: their place is given by the parent.
-    state = replace(authority.state, keys=keys, last_aum_hash=None)
+    state = authority.state.replace(keys=keys, last_aum_hash=None)
     aum = AUM(AUMKind.CHECKPOINT, prev_aum_hash=parent, state=state)
     try:
         aum.static_validate()

@@ -11,9 +11,9 @@ CBOR layout of a State (inside a checkpoint AUM)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from tka._record import KEEP, FrozenRecord, Keep
 from tka._schema import (
     Field,
     fill_bytes,
@@ -40,15 +40,58 @@ _UPDATE_KEY: Final = 4
 _CHECKPOINT: Final = 5
 
 
-@dataclass(frozen=True, slots=True)
-class State:
-    """Trusted keys, disablement values and IDs of an authority at one AUM."""
+_setattr: Final = object.__setattr__
 
-    last_aum_hash: bytes | None = None
-    disablement_values: tuple[bytes, ...] | None = None
-    keys: tuple[Key, ...] | None = None
-    state_id1: int = 0
-    state_id2: int = 0
+
+class State(FrozenRecord):
+    """Trusted keys, disablement values and IDs of an authority at one AUM. Immutable."""
+
+    __slots__ = ("disablement_values", "keys", "last_aum_hash", "state_id1", "state_id2")
+    _fields = __match_args__ = (
+        "last_aum_hash",
+        "disablement_values",
+        "keys",
+        "state_id1",
+        "state_id2",
+    )
+
+    last_aum_hash: bytes | None
+    disablement_values: tuple[bytes, ...] | None
+    keys: tuple[Key, ...] | None
+    state_id1: int
+    state_id2: int
+
+    def __init__(
+        self,
+        last_aum_hash: bytes | None = None,
+        disablement_values: tuple[bytes, ...] | None = None,
+        keys: tuple[Key, ...] | None = None,
+        state_id1: int = 0,
+        state_id2: int = 0,
+    ) -> None:
+        _setattr(self, "last_aum_hash", last_aum_hash)
+        _setattr(self, "disablement_values", disablement_values)
+        _setattr(self, "keys", keys)
+        _setattr(self, "state_id1", state_id1)
+        _setattr(self, "state_id2", state_id2)
+
+    def replace(
+        self,
+        *,
+        last_aum_hash: bytes | Keep | None = KEEP,
+        disablement_values: tuple[bytes, ...] | Keep | None = KEEP,
+        keys: tuple[Key, ...] | Keep | None = KEEP,
+        state_id1: int | Keep = KEEP,
+        state_id2: int | Keep = KEEP,
+    ) -> State:
+        """A copy with the given fields changed (what ``dataclasses.replace`` did)."""
+        return State(
+            self.last_aum_hash if isinstance(last_aum_hash, Keep) else last_aum_hash,
+            self.disablement_values if isinstance(disablement_values, Keep) else disablement_values,
+            self.keys if isinstance(keys, Keep) else keys,
+            self.state_id1 if isinstance(state_id1, Keep) else state_id1,
+            self.state_id2 if isinstance(state_id2, Keep) else state_id2,
+        )
 
     # -- lookups ---------------------------------------------------------
 
@@ -130,9 +173,9 @@ class State:
         Mirrors ``applyVerifiedAUM``; raises :class:`~tka.errors.StateError`
         when the update cannot apply (wrong parent, missing key, ...).
         """
-        # States are built with the constructor rather than dataclasses.replace:
-        # same result, several times cheaper, and this runs once per AUM
-        # whenever a chain is opened or walked.
+        # States are built with the constructor rather than replace(): same
+        # result, cheaper, and this runs once per AUM whenever a chain is
+        # opened or walked.
         if self.last_aum_hash is not None and update.prev_aum_hash != self.last_aum_hash:
             raise StateError("parent AUM hash mismatch")
         kind = update.message_kind

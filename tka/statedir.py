@@ -18,15 +18,14 @@ timeout and then gets a clear error: two writers never interleave.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tka._fileutil import atomic_write, locked
+from tka._record import FrozenRecord
 from tka.errors import DecodeError, StorageError, UsageError
 
 if TYPE_CHECKING:
@@ -47,9 +46,11 @@ DISABLED_FILE = "disabled.json"
 CONTROL_FILE = "control.json"
 
 
-@dataclass(frozen=True)
-class SignatureRecord:
-    """A node-key signature this node keeps (made here, or recorded from elsewhere)."""
+class SignatureRecord(FrozenRecord):
+    """A node-key signature this node keeps (made here, or recorded from elsewhere). Immutable."""
+
+    __slots__ = ("key_id", "node_key", "signature")
+    _fields = __match_args__ = ("node_key", "signature", "key_id")
 
     node_key: str
     """The node key in ``nodekey:`` text form."""
@@ -57,6 +58,11 @@ class SignatureRecord:
     """The serialized node-key signature."""
     key_id: str
     """The ``tlpub:`` key at the root of the signature."""
+
+    def __init__(self, node_key: str, signature: bytes, key_id: str) -> None:
+        object.__setattr__(self, "node_key", node_key)
+        object.__setattr__(self, "signature", signature)
+        object.__setattr__(self, "key_id", key_id)
 
 
 class NodeState(AbstractContextManager["NodeState"]):
@@ -273,6 +279,8 @@ class NodeState(AbstractContextManager["NodeState"]):
         data = self._read_json(SIGNATURES_FILE)
         if data is None:
             return []
+        import base64  # here, not at the top: it would slow the start of 'tka lock status'
+
         try:
             return [
                 SignatureRecord(r["node_key"], base64.b64decode(r["signature"]), r["key_id"])
@@ -283,6 +291,8 @@ class NodeState(AbstractContextManager["NodeState"]):
 
     def record_signatures(self, records: list[SignatureRecord]) -> None:
         """Add or replace (by node key) signatures, in one atomic write."""
+        import base64  # here, not at the top: it would slow the start of 'tka lock status'
+
         by_node = {r.node_key: r for r in self.signatures()}
         for r in records:
             by_node[r.node_key] = r

@@ -50,16 +50,19 @@ import errno
 import fcntl
 import math
 import os
-import threading
 import time
+
+# threading.RLock() returns this very type; importing threading for it would
+# add to the start-up time of 'tka lock status', which opens this store.
+from _thread import RLock
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
 
 from tka import codec
 from tka._fileutil import atomic_write, fsync_dir
+from tka._record import FrozenRecord
 from tka._schema import Field, fill_struct, key_shapes
 from tka.aum import (
     _B32_HASH_TEXT,
@@ -92,14 +95,22 @@ _INT64_MAX: Final = (1 << 63) - 1
 _GO_ZERO_TIME: Final = -62135596800.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(FrozenRecord):
     """One decoded ``fsHashInfo`` file and the exact bytes it was decoded from."""
+
+    __slots__ = ("aum", "created_unix", "purged_unix", "raw")
+    _fields = ("aum", "created_unix", "purged_unix", "raw")
 
     aum: AUM | None
     created_unix: int
     purged_unix: int
     raw: bytes
+
+    def __init__(self, aum: AUM | None, created_unix: int, purged_unix: int, raw: bytes) -> None:
+        object.__setattr__(self, "aum", aum)
+        object.__setattr__(self, "created_unix", created_unix)
+        object.__setattr__(self, "purged_unix", purged_unix)
+        object.__setattr__(self, "raw", raw)
 
     @property
     def active(self) -> bool:
@@ -321,7 +332,7 @@ class FilesystemStore:
     ) -> None:
         self._base = os.fspath(path)
         self._clock = clock
-        self._mutex = threading.RLock()
+        self._mutex = RLock()
         try:
             os.makedirs(self._base, mode=_DIR_MODE, exist_ok=True)
         except OSError as exc:
