@@ -13,10 +13,11 @@ immutability, pickling) with no import cost, while each type writes its own
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any, ClassVar, Final, NoReturn, dataclass_transform
 
-__all__ = ["KEEP", "FrozenInstanceError", "FrozenRecord", "Keep"]
+__all__ = ["KEEP", "FrozenInstanceError", "FrozenRecord", "Keep", "slot_setters"]
 
 
 class Keep:
@@ -98,3 +99,14 @@ class FrozenRecord:
         # setattr, which a frozen record refuses. Cached values are not
         # carried over; they are recomputed on first use.
         return (self.__class__, self._values(self))
+
+
+def slot_setters(cls: type, names: Sequence[str]) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of each named slot of *cls*, in the order given.
+
+    How a record's ``__init__`` sets its fields: its ``__setattr__``
+    refuses, and calling a slot's own descriptor costs a third less than
+    ``object.__setattr__`` (no lookup of the name), which counts for the
+    types made for every AUM read or applied when a chain is opened.
+    """
+    return tuple(cls.__dict__[name].__set__ for name in names)

@@ -30,7 +30,7 @@ import cbor2
 
 from tka import codec
 from tka._cache import cached
-from tka._record import KEEP, FrozenRecord, Keep
+from tka._record import KEEP, FrozenRecord, Keep, slot_setters
 from tka._schema import (
     Field,
     fill_bytes,
@@ -145,8 +145,8 @@ class Signature(FrozenRecord):
     signature: bytes | None
 
     def __init__(self, key_id: bytes | None, signature: bytes | None) -> None:
-        _setattr(self, "key_id", key_id)
-        _setattr(self, "signature", signature)
+        _set_sig_key_id(self, key_id)
+        _set_sig_signature(self, signature)
 
     def to_cbor_obj(self) -> dict[int, Any]:
         """The value handed to the canonical encoder."""
@@ -443,6 +443,7 @@ _AUM_SHAPES: Final = key_shapes((1, 2), (3, 4, 5, 6, 7, 23))
 
 _new: Final = object.__new__
 _setattr: Final = object.__setattr__
+_set_sig_key_id, _set_sig_signature = slot_setters(Signature, Signature._fields)
 _blake2s: Final = _blake2s_new
 # codec.loads_plain and codec.encode_ordered without the function calls
 # around them: decoding AUMs is a hot path.
@@ -535,8 +536,8 @@ def _from_plain(t: Any) -> AUM | None:
                     return None
                 sig: Signature = _new(Signature)
                 # What Signature.__init__ does, without the call.
-                _setattr(sig, "key_id", s_key)
-                _setattr(sig, "signature", s_sig)
+                _set_sig_key_id(sig, s_key)
+                _set_sig_signature(sig, s_sig)
                 sigs.append(sig)
             signatures = tuple(sigs)
     aum: AUM = _new(AUM)

@@ -315,11 +315,9 @@ def compute_active_chain(
         raise type(exc)(f"computing candidates: {exc}") from None
     if not candidates:
         raise StateError("no chain candidates in AUM storage")
-    # The shortcut assumes each child is listed once; a filesystem store
-    # holding an AUM under several names lists it as several children.
-    repeats = getattr(storage, "lists_an_aum_twice", None)
-    if path is not None and not (callable(repeats) and repeats()):
-        storage = _LinearView(storage, path)
+    linear = _single_path(storage, path)
+    if linear is not None:
+        storage = _LinearView(storage, linear)
     try:
         oldest_hash = _active_ancestor(candidates)
     except TKAError as exc:
@@ -330,7 +328,44 @@ def compute_active_chain(
     except TKAError as exc:
         raise type(exc)(f"bootstrapping state: {exc}") from None
     try:
-        head, state = fast_forward(storage, state, max_iter=max_iter)
+        if linear is not None and linear[-1] is oldest:
+            head, state = _forward_along(linear, state)
+        else:
+            head, state = fast_forward(storage, state, max_iter=max_iter)
     except TKAError as exc:
         raise type(exc)(f"fast forward: {exc}") from None
     return ActiveChain(oldest, head, state)
+
+
+def _single_path(storage: Storage, path: list[AUM] | None) -> list[AUM] | None:
+    """*path* when the walk forward can follow it alone (see :class:`_LinearView`), else ``None``.
+
+    *path* is what :func:`_chain_candidates` walked back from the only head.
+    The shortcut assumes each child is listed once; a filesystem store
+    holding an AUM under several names lists it as several children.
+    """
+    repeats = getattr(storage, "lists_an_aum_twice", None)
+    if path is None or (callable(repeats) and repeats()):
+        return None
+    return path
+
+
+def _forward_along(path: list[AUM], state: State) -> tuple[AUM, State]:
+    """:func:`fast_forward` with :func:`advance_by_primary` along a store's only path.
+
+    *path* is newest first and *state* is at its oldest AUM. In a store with
+    one head each AUM of the path has exactly one child, the next one (see
+    :class:`_LinearView`), so fork choice has nothing to choose and the walk
+    applies the path in order: the same states, errors and messages, without
+    asking the store for children at every step (this is most of opening a
+    long chain). The walk back that found *path* already enforced the
+    iteration cap.
+    """
+    if state.last_aum_hash != path[-1].hash:
+        raise StateError("unexpected fast-forward start")
+    for i in range(len(path) - 2, -1, -1):
+        try:
+            state = state.apply(path[i])
+        except StateError as exc:
+            raise StateError(f"advancing state: {exc}") from None
+    return path[0], state

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tka import codec
-from tka._record import FrozenRecord
+from tka._record import FrozenRecord, slot_setters
 from tka._schema import (
     Field,
     fill_bytes,
@@ -58,10 +58,10 @@ class Key(FrozenRecord):
     def __init__(
         self, kind: int, votes: int, public: bytes | None, meta: dict[str, str] | None = None
     ) -> None:
-        _setattr(self, "kind", kind)
-        _setattr(self, "votes", votes)
-        _setattr(self, "public", public)
-        _setattr(self, "meta", meta)
+        _set_kind(self, kind)
+        _set_votes(self, votes)
+        _set_public(self, public)
+        _set_meta(self, meta)
 
     @classmethod
     def ed25519(cls, public: bytes, votes: int = 1, meta: dict[str, str] | None = None) -> Key:
@@ -133,10 +133,10 @@ class Key(FrozenRecord):
                 return None
         key: Key = _new(cls)
         # What __init__ does, without the call.
-        _setattr(key, "kind", kind)
-        _setattr(key, "votes", votes)
-        _setattr(key, "public", public)
-        _setattr(key, "meta", meta)
+        _set_kind(key, kind)
+        _set_votes(key, votes)
+        _set_public(key, public)
+        _set_meta(key, meta)
         return key
 
 
@@ -150,4 +150,4 @@ _FIELDS: Final[dict[int, Field]] = {
 # Keys 1-3 are always written, 12 only when there is metadata.
 _SHAPES: Final = key_shapes((1, 2, 3), (12,))
 _new: Final = object.__new__
-_setattr: Final = object.__setattr__
+_set_kind, _set_votes, _set_public, _set_meta = slot_setters(Key, Key._fields)

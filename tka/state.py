@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from tka._record import KEEP, FrozenRecord, Keep
+from tka._record import KEEP, FrozenRecord, Keep, slot_setters
 from tka._schema import (
     Field,
     fill_bytes,
@@ -38,9 +38,6 @@ _ADD_KEY: Final = 1
 _REMOVE_KEY: Final = 2
 _UPDATE_KEY: Final = 4
 _CHECKPOINT: Final = 5
-
-
-_setattr: Final = object.__setattr__
 
 
 class State(FrozenRecord):
@@ -69,11 +66,11 @@ class State(FrozenRecord):
         state_id1: int = 0,
         state_id2: int = 0,
     ) -> None:
-        _setattr(self, "last_aum_hash", last_aum_hash)
-        _setattr(self, "disablement_values", disablement_values)
-        _setattr(self, "keys", keys)
-        _setattr(self, "state_id1", state_id1)
-        _setattr(self, "state_id2", state_id2)
+        _set_last_aum_hash(self, last_aum_hash)
+        _set_disablement_values(self, disablement_values)
+        _set_keys(self, keys)
+        _set_state_id1(self, state_id1)
+        _set_state_id2(self, state_id2)
 
     def replace(
         self,
@@ -326,3 +323,11 @@ _FIELDS: Final[dict[int, Field]] = {
 
 # Keys 1-3 are always written, the state IDs only when non-zero.
 _SHAPES: Final = key_shapes((1, 2, 3), (4, 5))
+
+(
+    _set_last_aum_hash,
+    _set_disablement_values,
+    _set_keys,
+    _set_state_id1,
+    _set_state_id2,
+) = slot_setters(State, State._fields)

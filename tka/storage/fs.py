@@ -62,7 +62,7 @@ import cbor2
 
 from tka import codec
 from tka._fileutil import atomic_write, fsync_dir
-from tka._record import FrozenRecord
+from tka._record import FrozenRecord, slot_setters
 from tka._schema import Field, fill_struct, key_shapes
 from tka.aum import (
     _B32_HASH_TEXT,
@@ -107,15 +107,20 @@ class _Entry(FrozenRecord):
     raw: bytes
 
     def __init__(self, aum: AUM | None, created_unix: int, purged_unix: int, raw: bytes) -> None:
-        object.__setattr__(self, "aum", aum)
-        object.__setattr__(self, "created_unix", created_unix)
-        object.__setattr__(self, "purged_unix", purged_unix)
-        object.__setattr__(self, "raw", raw)
+        _set_entry_aum(self, aum)
+        _set_entry_created_unix(self, created_unix)
+        _set_entry_purged_unix(self, purged_unix)
+        _set_entry_raw(self, raw)
 
     @property
     def active(self) -> bool:
         """Whether the entry counts as a stored AUM (has one and is not purged)."""
         return self.aum is not None and self.purged_unix <= 0
+
+
+_set_entry_aum, _set_entry_created_unix, _set_entry_purged_unix, _set_entry_raw = slot_setters(
+    _Entry, _Entry._fields
+)
 
 
 def _fill_int64(node: Any, where: str) -> int:
@@ -537,10 +542,9 @@ class FilesystemStore:
         """Rebuild the index from the directory; call holding the lock (either mode)."""
         token = self._read_token()
         entries: dict[bytes, _Entry] = {}
-        # Every listed name that parsed, in listing order: a hash listed
-        # under several names (non-canonical spellings) counts once per
-        # name in Go's parent index, so it is that many children there.
-        listed: list[bytes] = []
+        active: dict[bytes, AUM] = {}
+        children: dict[bytes, list[bytes]] = {}
+        repeats = False
         try:
             prefixes = sorted(os.scandir(self._base), key=lambda e: e.name)
         except OSError as exc:
@@ -559,33 +563,30 @@ class FilesystemStore:
                 h = _parse_name(name)
                 if h is None:
                     continue
-                if h in entries:
-                    listed.append(h)
-                    continue
-                entry = self._read_entry(h, name)
+                entry = entries.get(h)
                 if entry is None:
-                    # Go reads the hash's canonical path, whatever
-                    # directory the name was listed in.
-                    d, canon = self._aum_path(h)
-                    raise StorageError(
-                        f"fs store: {os.path.join(prefix.path, name)!r} names aum {canon}, "
-                        f"whose file is missing or misplaced: no file at {os.path.join(d, canon)}"
-                    )
-                entries[h] = entry
-                listed.append(h)
-        active: dict[bytes, AUM] = {}
-        children: dict[bytes, list[bytes]] = {}
-        repeats = False
-        for h in listed:
-            entry = entries[h]
-            if entry.aum is None or not entry.active:
-                continue
-            if h in active:
-                repeats = True
-            active[h] = entry.aum
-            parent = entry.aum.parent
-            if parent is not None:
-                children.setdefault(parent, []).append(h)
+                    entry = self._read_entry(h, name)
+                    if entry is None:
+                        # Go reads the hash's canonical path, whatever
+                        # directory the name was listed in.
+                        d, canon = self._aum_path(h)
+                        raise StorageError(
+                            f"fs store: {os.path.join(prefix.path, name)!r} names aum {canon}, "
+                            "whose file is missing or misplaced: "
+                            f"no file at {os.path.join(d, canon)}"
+                        )
+                    entries[h] = entry
+                aum = entry.aum
+                if aum is None or not entry.active:
+                    continue
+                # Indexed per listed name, in listing order: a hash listed
+                # under several names is that many children of its parent.
+                if h in active:
+                    repeats = True
+                active[h] = aum
+                parent = aum.parent
+                if parent is not None:
+                    children.setdefault(parent, []).append(h)
         self._entries, self._active, self._children = entries, active, children
         self._repeats = repeats
         self._gen, self._index_ready = token, True
