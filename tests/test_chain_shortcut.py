@@ -1,7 +1,7 @@
 """The single-head shortcut of compute_active_chain changes nothing but speed.
 
-With exactly one head, ``compute_active_chain`` answers the forward walk's
-``children`` lookups from the path it walked back (see ``chain._LinearView``).
+With exactly one head, ``compute_active_chain`` walks forward along the path
+it walked back, without ``children`` lookups (see ``chain._single_path``).
 These tests build random AUM trees -- forks, orphans, missing parents, a
 last-active-ancestor hint or none -- and check the result (or the error) is
 the same as with every lookup going to the store.

@@ -700,14 +700,14 @@ def test_fs_decodes_each_file_once_and_refreshes_after_foreign_commits(
     aums = chain(300)
     FilesystemStore(root).commit_verified(aums)
     calls = 0
-    real = fs_module.decode_entry
+    real = fs_module._decode_canonical_entry
 
-    def counting(data: bytes, where: str = "") -> Any:
+    def counting(data: bytes) -> Any:
         nonlocal calls
         calls += 1
-        return real(data, where)
+        return real(data)
 
-    monkeypatch.setattr(fs_module, "decode_entry", counting)
+    monkeypatch.setattr(fs_module, "_decode_canonical_entry", counting)
     s = FilesystemStore(root)
     assert [h.hash for h in s.heads()] == [aums[-1].hash]
     for a in aums:

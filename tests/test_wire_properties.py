@@ -181,3 +181,33 @@ def test_signature_kinds_round_trip_by_name() -> None:
     for kind in SigKind:
         sig = NodeKeySignature(int(kind), pubkey=b"np" + bytes(32))
         assert NodeKeySignature.from_bytes(sig.to_bytes()).sig_kind == kind
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# Near misses of a hash's text: the alphabet, characters int() would take in
+# base 32 (lower case, 0, 1, 8, 9, other scripts' digits, "_", spaces,
+# signs), and anything else.
+_NEAR = st.sampled_from(list(_ALPHABET) + list("abcxyz0189_ +-=\r\n\t\u0665\uff11\u00e9"))
+
+
+@given(
+    text=st.one_of(
+        st.text(_NEAR, min_size=50, max_size=54),
+        st.lists(st.sampled_from(list(_ALPHABET)), min_size=52, max_size=52).map("".join),
+        st.text(max_size=60),
+    )
+)
+@settings(max_examples=600)
+def test_plain_hash_text_is_exactly_52_characters_of_the_alphabet(text: str) -> None:
+    """The fast parse of hash text (every AUM file name) against a plain reading of the rule."""
+    import base64
+
+    from tka.aum import _plain_hash_text_value
+
+    plain = len(text) == 52 and all(c in _ALPHABET for c in text)
+    got = _plain_hash_text_value(text)
+    if not plain:
+        assert got is None
+        return
+    assert got == base64.b32decode(text + "====")
+    assert hash_from_text(text) == got

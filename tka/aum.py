@@ -19,7 +19,6 @@ normalized first, so every node computes the same hash for the same meaning.
 from __future__ import annotations
 
 import enum
-import re
 
 # hashlib.blake2s is this very type; importing hashlib would also load OpenSSL
 # (a few ms of every CLI start) for hash functions AUMs never use.
@@ -74,8 +73,31 @@ _B32_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # the digits int() knows.
 _B32_PAIRS: Final = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
 _B32_SHIFTS: Final = tuple(range(250, -1, -10))
-_B32_TO_INT_DIGITS: Final = str.maketrans(_B32_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
-_B32_HASH_TEXT: Final = re.compile(f"[{_B32_ALPHABET}]{{52}}")
+# Every ASCII character to "!", which int() refuses, except the alphabet,
+# which goes to the digits int() reads in base 32. Non-ASCII text is refused
+# before (int() would read other scripts' digits), so a translated text
+# parses exactly when every character was in the alphabet.
+_B32_TO_INT_DIGITS: Final = str.maketrans(
+    {chr(c): "!" for c in range(128)}
+    | dict(zip(_B32_ALPHABET, "0123456789abcdefghijklmnopqrstuv", strict=True))
+)
+
+
+def _plain_hash_text_value(text: str) -> bytes | None:
+    """The hash spelled by *text* when it is 52 characters of the alphabet, else ``None``.
+
+    The text of every hash Tailscale writes. As Go's decoder (and
+    ``base64.b32decode``), the 4 bits past the 256th are dropped unchecked.
+    One translation and one int() parse: AUM file names are parsed for
+    every file when a chain is opened.
+    """
+    if len(text) != 52 or not text.isascii():
+        return None
+    try:
+        n = int(text.translate(_B32_TO_INT_DIGITS), 32)
+    except ValueError:
+        return None
+    return (n >> 4).to_bytes(HASH_SIZE, "big")
 
 
 def hash_to_text(h: bytes) -> str:
@@ -95,11 +117,9 @@ def hash_from_text(text: str) -> bytes:
     # Go checks the decoded length first, then decodes.
     if len(text) * 5 // 8 != HASH_SIZE:
         raise DecodeError(f"aum hash: text is {len(text)} characters, want 52")
-    if _B32_HASH_TEXT.fullmatch(text):
-        # As base64.b32decode below, the 4 bits past the 256th are dropped
-        # unchecked.
-        n = int(text.translate(_B32_TO_INT_DIGITS), 32)
-        return (n >> 4).to_bytes(HASH_SIZE, "big")
+    plain = _plain_hash_text_value(text)
+    if plain is not None:
+        return plain
     import base64  # only for text that is not plain: see hash_to_text
     import binascii
 

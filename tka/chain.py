@@ -19,7 +19,7 @@ Nothing here checks signatures: AUMs are verified before they are stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from tka._record import FrozenRecord
@@ -73,50 +73,6 @@ class _Candidate:
         self.oldest = oldest
         self.head = head
         self.chains_through_active = chains_through_active
-
-
-class _LinearView:
-    """A store whose AUMs form one path, answering ``children`` from that path.
-
-    When a store has exactly one head, every stored AUM is an ancestor of it
-    (follow children from any AUM and you reach a head, and there is only
-    one), and the walk back from the head has visited them all: so the
-    children of an AUM on the path are exactly the next AUM on it, and the
-    head has none. Walking forward again then needs no storage lookups, which
-    for a database-backed store halves the queries of opening a chain. The
-    path is what the walk back read, so the forward walk sees the same AUMs.
-    """
-
-    def __init__(self, base: Storage, path: list[AUM]) -> None:
-        self._base = base
-        # path is newest first: path[i + 1] is the parent of path[i].
-        self._next = {path[i + 1].hash: path[i] for i in range(len(path) - 1)}
-        self._head = path[0].hash
-
-    def get(self, aum_hash: bytes) -> AUM | None:
-        return self._base.get(aum_hash)
-
-    def children(self, aum_hash: bytes) -> list[AUM]:
-        nxt = self._next.get(aum_hash)
-        if nxt is not None:
-            return [nxt]
-        if aum_hash == self._head:
-            return []
-        return self._base.children(aum_hash)
-
-    # The rest of the Storage protocol, passed through.
-
-    def heads(self) -> list[AUM]:
-        return self._base.heads()
-
-    def commit_verified(self, aums: Sequence[AUM]) -> None:
-        self._base.commit_verified(aums)
-
-    def last_active_ancestor(self) -> bytes | None:
-        return self._base.last_active_ancestor()
-
-    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
-        self._base.set_last_active_ancestor(aum_hash)
 
 
 def _need(storage: Storage, aum_hash: bytes, what: str) -> AUM:
@@ -316,8 +272,6 @@ def compute_active_chain(
     if not candidates:
         raise StateError("no chain candidates in AUM storage")
     linear = _single_path(storage, path)
-    if linear is not None:
-        storage = _LinearView(storage, linear)
     try:
         oldest_hash = _active_ancestor(candidates)
     except TKAError as exc:
@@ -328,7 +282,7 @@ def compute_active_chain(
     except TKAError as exc:
         raise type(exc)(f"bootstrapping state: {exc}") from None
     try:
-        if linear is not None and linear[-1] is oldest:
+        if linear is not None and linear[-1].hash == oldest_hash:
             head, state = _forward_along(linear, state)
         else:
             head, state = fast_forward(storage, state, max_iter=max_iter)
@@ -338,11 +292,15 @@ def compute_active_chain(
 
 
 def _single_path(storage: Storage, path: list[AUM] | None) -> list[AUM] | None:
-    """*path* when the walk forward can follow it alone (see :class:`_LinearView`), else ``None``.
+    """*path* when the walk forward can follow it alone, else ``None``.
 
-    *path* is what :func:`_chain_candidates` walked back from the only head.
-    The shortcut assumes each child is listed once; a filesystem store
-    holding an AUM under several names lists it as several children.
+    *path* is what :func:`_chain_candidates` walked back from the store's
+    only head. With one head, every stored AUM is an ancestor of it (follow
+    children from any AUM and you reach a head, and there is only one), and
+    the walk back visited them all: so each AUM on the path has exactly one
+    child, the next one on it, and the head has none. That holds when each
+    child is listed once; a filesystem store holding an AUM under several
+    names lists it as several children, so its walk asks the store.
     """
     repeats = getattr(storage, "lists_an_aum_twice", None)
     if path is None or (callable(repeats) and repeats()):
@@ -353,13 +311,13 @@ def _single_path(storage: Storage, path: list[AUM] | None) -> list[AUM] | None:
 def _forward_along(path: list[AUM], state: State) -> tuple[AUM, State]:
     """:func:`fast_forward` with :func:`advance_by_primary` along a store's only path.
 
-    *path* is newest first and *state* is at its oldest AUM. In a store with
-    one head each AUM of the path has exactly one child, the next one (see
-    :class:`_LinearView`), so fork choice has nothing to choose and the walk
-    applies the path in order: the same states, errors and messages, without
-    asking the store for children at every step (this is most of opening a
-    long chain). The walk back that found *path* already enforced the
-    iteration cap.
+    *path* is newest first (see :func:`_single_path`) and *state* is at its
+    oldest AUM. Each AUM has exactly one child, the next one on the path, so
+    fork choice has nothing to choose and the walk applies the path in
+    order: the same states, errors and messages as asking the store for
+    children at every step, without the lookups (for a database-backed
+    store, half the queries of opening a chain). The walk back that found
+    *path* already enforced the iteration cap.
     """
     if state.last_aum_hash != path[-1].hash:
         raise StateError("unexpected fast-forward start")

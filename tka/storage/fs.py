@@ -65,11 +65,10 @@ from tka._fileutil import atomic_write, fsync_dir
 from tka._record import FrozenRecord, slot_setters
 from tka._schema import Field, fill_struct, key_shapes
 from tka.aum import (
-    _B32_HASH_TEXT,
-    _B32_TO_INT_DIGITS,
     AUM,
     HASH_SIZE,
     _blake2s,
+    _plain_hash_text_value,
     hash_from_text,
     hash_to_text,
 )
@@ -160,6 +159,11 @@ def decode_entry(data: bytes, where: str = "aum file") -> tuple[AUM | None, int,
     fast = _decode_canonical_entry(data)
     if fast is not None:
         return fast
+    return _decode_entry_strictly(data, where)
+
+
+def _decode_entry_strictly(data: bytes, where: str) -> tuple[AUM | None, int, int]:
+    """:func:`decode_entry` by the strict parser, for files not in the canonical form."""
     tree, _ = codec.parse_first(data)
     values = fill_struct(tree, _ENTRY_FIELDS, where)
     return values["aum"], values["created_unix"], values["purged_unix"]
@@ -250,11 +254,10 @@ def _parse_name(name: str) -> bytes | None:
     non-canonical spelling) still names the hash it decodes to, whose file
     is then read from its canonical place.
     """
-    if _B32_HASH_TEXT.fullmatch(name):
-        # 52 characters of the alphabet, the name of every file Tailscale
-        # writes: hash_from_text's own first branch, without the checks
-        # that this match already answers.
-        return (int(name.translate(_B32_TO_INT_DIGITS), 32) >> 4).to_bytes(HASH_SIZE, "big")
+    plain = _plain_hash_text_value(name)
+    if plain is not None:
+        # 52 characters of the alphabet: the name of every file Tailscale writes.
+        return plain
     if len(name) * 5 // 8 != HASH_SIZE:
         return None
     if "\n" not in name and "\r" not in name:
@@ -489,10 +492,16 @@ class FilesystemStore:
         known = self._decoded.get(h)
         if known is not None and known.raw == raw:
             return known
-        try:
-            aum, created, purged = decode_entry(raw, f"aum file {path}")
-        except DecodeError as exc:
-            raise StorageError(f"fs store: reading {path}: {exc}") from exc
+        # decode_entry, written out so that the text naming the file for an
+        # error is made only for a file that needs the strict parser (this
+        # runs for every file when a chain is opened).
+        decoded = _decode_canonical_entry(raw)
+        if decoded is None:
+            try:
+                decoded = _decode_entry_strictly(raw, f"aum file {path}")
+            except DecodeError as exc:
+                raise StorageError(f"fs store: reading {path}: {exc}") from exc
+        aum, created, purged = decoded
         if aum is not None and aum.hash != h:
             raise StorageError(
                 f"fs store: {path}: aum does not match file name hash {aum.hash_text}"
