@@ -495,7 +495,7 @@ class FilesystemStore:
         # decode_entry, written out so that the text naming the file for an
         # error is made only for a file that needs the strict parser (this
         # runs for every file when a chain is opened).
-        decoded = _decode_canonical_entry(raw)
+        decoded: tuple[AUM | None, int, int] | None = _decode_canonical_entry(raw)
         if decoded is None:
             try:
                 decoded = _decode_entry_strictly(raw, f"aum file {path}")
