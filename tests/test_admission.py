@@ -339,3 +339,31 @@ def test_a_key_of_unknown_kind_hides_the_keys_after_it_as_gos_getkey_does() -> N
     assert trusted_key_ids(after) == frozenset()
     assert decide(before, node_key, signature).admitted
     assert not decide(after, node_key, signature).admitted
+
+
+def test_block_checks_decide_as_check_does() -> None:
+    """The worker threads' three-pass block (slice, verify in one loop, decide) against check()."""
+    import cbor2
+
+    import tka.admission as admission_module
+
+    rotation_public = ed25519.public_from_seed(ROTATION_SEED)
+    nk = _node_key(20)
+    plain = sign_direct(SEEDS[0], nk)
+    raw = plain.signature or b""
+    reordered = cbor2.dumps(  # not the usual layout: decoded, not sliced
+        {4: raw, 3: plain.key_id, 2: plain.pubkey, 1: 1}
+    )
+    pairs = [
+        *_cases(),
+        (nk, plain.to_bytes()),
+        (nk, sign_direct(SEEDS[1], nk, rotation_public).to_bytes()),  # 177-byte layout
+        (nk, reordered),
+        (nk, NodeKeySignature(1, b"np" + nk, plain.key_id, b"").to_bytes()),  # empty signature
+        (nk, NodeKeySignature(1, b"np" + nk, b"\x01" * 31, raw).to_bytes()),  # short root
+        (nk, plain.with_signature(bytes(64)).to_bytes()),  # all-zero signature
+        (b"", plain.to_bytes()),
+        (nk, None),
+        (nk, b""),
+    ]
+    assert admission_module._check_chunk(pairs) == [check(n, s) for n, s in pairs]

@@ -48,7 +48,13 @@ from tka.authority import Authority
 from tka.errors import DecodeError, NotAuthorized, TKAError, ValidationError
 from tka.key import Key
 from tka.nlkeys import NodePublic
-from tka.sig import NODE_KEY_BINARY_PREFIX, NodeKeySignature, SigKind, sig_kind_name
+from tka.sig import (
+    NODE_KEY_BINARY_PREFIX,
+    NodeKeySignature,
+    SigKind,
+    direct_layout_fields,
+    sig_kind_name,
+)
 from tka.state import State
 
 __all__ = [
@@ -326,58 +332,71 @@ def decide(state: State, node_key: bytes, signature: bytes | None) -> Decision:
     return check(node_key, signature).under(trusted_key_ids(state))
 
 
-def _direct(node_key: bytes, signature: bytes | None) -> NodeKeySignature | None:
-    """The decoded signature when it is the common case :func:`_check_direct` decides.
+def _direct_parts(node_key: bytes, signature: bytes | None) -> tuple[bytes, bytes, bytes] | None:
+    """``(root, sig_hash, signature)`` when *signature* is the common case :func:`_check_direct`
+    decides: a direct signature of this node's key that names a 32-byte root key.
 
     ``None`` for anything else (no signature, undecodable, another kind, a
     root that is not a key, another node's key): :func:`check` decides those.
     """
     if not signature:
         return None
-    try:
-        sig = NodeKeySignature.from_bytes(signature)
-    except DecodeError:
-        return None
-    root = sig.key_id
+    pubkey: bytes | None
+    root: bytes | None
+    fields = direct_layout_fields(signature)
+    if fields is not None:
+        # The usual layout: sliced, not decoded into an object.
+        pubkey, root, sig, _, sig_hash = fields
+    else:
+        try:
+            decoded = NodeKeySignature.from_bytes(signature)
+        except DecodeError:
+            return None
+        if decoded.sig_kind != _DIRECT or decoded.nested is not None:
+            return None
+        pubkey, root = decoded.pubkey, decoded.key_id
+        sig, sig_hash = decoded.signature or b"", decoded.sig_hash
     if (
-        sig.sig_kind == _DIRECT
-        and sig.nested is None
-        and root is not None
-        and len(root) == ed25519.PUBLIC_KEY_SIZE
-        and sig.pubkey == NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
+        root is None
+        or len(root) != ed25519.PUBLIC_KEY_SIZE
+        or pubkey != NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
     ):
-        return sig
-    return None
+        return None
+    return root, sig_hash, sig
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_direct(root: bytes) -> Checked:
+    # The verdict on every valid direct signature by *root*: one object.
+    return Checked(root, _admitted(root, "direct"), _untrusted(root, "direct"))
 
 
 def _check_chunk(pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
     """:func:`check` of each pair, for a worker thread running beside others.
 
-    In three passes rather than one pair at a time: decode every signature,
-    verify the direct ones in one native loop, then build the verdicts. The
-    GIL is then held between two verifications only for the loop's own
-    step, not for a decode, so the threads seldom wait for each other.
+    In three passes rather than one pair at a time: take every signature
+    apart, verify the direct ones in one native loop, then build the
+    verdicts. The GIL is then held between two verifications only for the
+    loop's own step, not for a decode, so the threads seldom wait for each
+    other.
     """
-    decoded = [_direct(nk, sig) for nk, sig in pairs]
-    direct = [(s.key_id or b"", s.sig_hash, s.signature or b"") for s in decoded if s is not None]
+    parts = [_direct_parts(nk, sig) for nk, sig in pairs]
     try:
-        verdicts = iter(ed25519.verify_zip215_many(direct))
+        verdicts = iter(ed25519.verify_zip215_many([p for p in parts if p is not None]))
     except TKAError:
         # The libraries failed their known-answer checks: check() turns
         # that into each node's refusal, as a single check does.
         return [check(nk, sig, ed25519.verify_zip215_threaded) for nk, sig in pairs]
     out = []
-    for (nk, signature), sig in zip(pairs, decoded, strict=True):
-        if sig is None:
+    for (nk, signature), p in zip(pairs, parts, strict=True):
+        if p is None:
             out.append(check(nk, signature, ed25519.verify_zip215_threaded))
-            continue
-        root = sig.key_id or b""
-        untrusted = _untrusted(root, "direct")
-        if next(verdicts):
-            out.append(Checked(root, _admitted(root, "direct"), untrusted))
+        elif next(verdicts):
+            out.append(_valid_direct(p[0]))
         else:
+            root = p[0]
             bad = Decision(False, _DIRECT_INVALID, root, "direct")
-            out.append(Checked(root, bad, untrusted))
+            out.append(Checked(root, bad, _untrusted(root, "direct")))
     return out
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "RotationDetails",
     "SigKind",
     "authorize_node_key",
+    "direct_layout_fields",
     "node_key_binary",
     "node_key_from_binary",
     "resign_nks",
@@ -415,8 +416,16 @@ _DIRECT_SIG: Final = b"\x04\x58\x40"  # at 75: key 4, 64-byte string
 _DIRECT_WRAPPING: Final = b"\x06\x58\x20"  # at 142: key 6, 32-byte string
 
 
-def _from_direct_layout(data: bytes) -> NodeKeySignature | None:
-    """A direct signature in the usual layout, decoded by slicing; else ``None``."""
+def direct_layout_fields(
+    data: bytes,
+) -> tuple[bytes, bytes, bytes, bytes | None, bytes] | None:
+    """``(pubkey, key_id, signature, wrapping_pubkey, sig_hash)`` of a direct signature in
+    the usual layout, read by slicing; ``None`` for any other bytes.
+
+    For callers that check many signatures and need only these fields:
+    what :meth:`NodeKeySignature.from_bytes` would decode (the bytes are its
+    canonical encoding), without building the object.
+    """
     n = len(data)
     if (
         n not in _DIRECT_SIZES
@@ -426,8 +435,7 @@ def _from_direct_layout(data: bytes) -> NodeKeySignature | None:
     ):
         return None
     # The signature pair is bytes 75-141; without it the map has one pair
-    # less (head 0xa3 or 0xa4): the bytes sig_hash would hash, taken here
-    # since a signature is decoded to be verified.
+    # less (head 0xa3 or 0xa4): the bytes sig_hash hashes.
     if n == 142:
         if data[0] != 0xA4:
             return None
@@ -438,19 +446,29 @@ def _from_direct_layout(data: bytes) -> NodeKeySignature | None:
     else:
         wrapping = data[145:]
         unsigned = b"\xa4" + data[1:75] + data[142:]
+    return data[6:40], data[43:75], data[78:142], wrapping, _blake2s(unsigned).digest()
+
+
+def _from_direct_layout(data: bytes) -> NodeKeySignature | None:
+    """A direct signature in the usual layout, decoded by slicing; else ``None``."""
+    fields = direct_layout_fields(data)
+    if fields is None:
+        return None
+    pubkey, key_id, signature, wrapping, sig_hash = fields
     sig: NodeKeySignature = _new(NodeKeySignature)
     _setattr(
         sig,
         "__dict__",
         {
             "sig_kind": _DIRECT,
-            "pubkey": data[6:40],
-            "key_id": data[43:75],
-            "signature": data[78:142],
+            "pubkey": pubkey,
+            "key_id": key_id,
+            "signature": signature,
             "nested": None,
             "wrapping_pubkey": wrapping,
             "canonical": data,
-            "sig_hash": _blake2s(unsigned).digest(),
+            # Computed here since a signature is decoded to be verified.
+            "sig_hash": sig_hash,
         },
     )
     return sig
