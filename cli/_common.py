@@ -45,6 +45,7 @@ __all__ = [
     "parse_key_arg",
     "read_arg",
     "read_input",
+    "rotation_key_option",
     "show_progress",
     "warn",
     "write_output",
@@ -84,6 +85,19 @@ def exit_code_for(exc: TKAError) -> int:
     if isinstance(exc, (DecodeError, UsageError)):
         return EXIT_USAGE
     return EXIT_REFUSED
+
+
+# -- options shared by several commands -----------------------------------------------
+
+#: ``--rotation-key FILE`` of the commands that re-sign a node key (``lock
+#: resign``, ``lock rotate-node-key``).
+rotation_key_option = click.option(
+    "--rotation-key",
+    "rotation_key_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File holding the node's rotation private key (nlpriv:...).",
+)
 
 
 # -- options that belong to the whole program --------------------------------------

@@ -29,6 +29,7 @@ from ._common import (
     parse_key_arg,
     read_arg,
     read_input,
+    rotation_key_option,
     show_progress,
     warn,
     write_output,
@@ -744,13 +745,7 @@ def check_cmd(ctx: click.Context, node_key: str, signature: str, as_json: bool) 
 @lock.command("resign")
 @click.argument("node_key")
 @click.argument("old_signature")
-@click.option(
-    "--rotation-key",
-    "rotation_key_file",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="File holding the node's rotation private key (nlpriv:...).",
-)
+@rotation_key_option
 @click.pass_context
 def resign_cmd(
     ctx: click.Context, node_key: str, old_signature: str, rotation_key_file: str

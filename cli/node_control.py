@@ -12,7 +12,15 @@ import json
 
 import click
 
-from ._common import EXIT_USAGE, MAX_SMALL_INPUT_BYTES, emit, fail, read_input, warn
+from ._common import (
+    EXIT_USAGE,
+    MAX_SMALL_INPUT_BYTES,
+    emit,
+    fail,
+    read_input,
+    rotation_key_option,
+    warn,
+)
 from .node import control_client, control_url, open_node, passphrase, sync
 
 __all__ = ["login_cmd", "node_key_cmd", "rotate_node_key_cmd", "sync_cmd"]
@@ -120,13 +128,7 @@ def sync_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command("rotate-node-key")
-@click.option(
-    "--rotation-key",
-    "rotation_key_file",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="File holding the node's rotation private key (nlpriv:...).",
-)
+@rotation_key_option
 @click.pass_context
 def rotate_node_key_cmd(ctx: click.Context, rotation_key_file: str) -> None:
     """Move this node to a fresh node key, re-signed with its rotation key.
