@@ -9,12 +9,10 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from _server_harness import PostgresProvider
 
 from tka import disablement, ed25519
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -198,18 +196,10 @@ def test_rotation_supersedes_the_old_node_key() -> None:
 # -- the service, in-process -------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Any, pg: PostgresProvider
-) -> Iterator[ControlStore]:
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/control.db")
-    else:
-        if pg.unavailable:
-            pytest.skip(f"PostgreSQL: {pg.unavailable}")
-        s = open_store(pg.new_database())
-    yield s
-    s.close()
+@pytest.fixture
+def store(control_store: ControlStore) -> ControlStore:
+    """The shared control store fixture (tests/conftest.py), under this file's name."""
+    return control_store
 
 
 @dataclass

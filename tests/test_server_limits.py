@@ -13,13 +13,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _hostile import mixed_order_genesis, mixed_order_genesis_distinct
-from _server_harness import PostgresProvider
 
 from tka import disablement, ed25519
 from tka.aum import AUM, Signature
@@ -42,16 +40,10 @@ from tka.state import State
 from tka.storage.memory import MemoryStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, pg: PostgresProvider) -> Iterator[Any]:
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/control.db")
-    else:
-        if pg.unavailable:
-            pytest.skip(f"PostgreSQL: {pg.unavailable}")
-        s = open_store(pg.new_database())
-    yield s
-    s.close()
+@pytest.fixture
+def store(control_store: ControlStore) -> ControlStore:
+    """The shared control store fixture (tests/conftest.py), under this file's name."""
+    return control_store
 
 
 def _b64(data: bytes) -> str:
