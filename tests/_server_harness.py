@@ -182,6 +182,18 @@ class ServerProcess:
                 self.stop()
 
 
+def mint_admin(store_url: str) -> str:
+    """An admin token minted directly in the store at *store_url* (as 'tka control admin-token')."""
+    from tka.control.service import ControlService
+    from tka.control.store import open_store
+
+    store = open_store(store_url)
+    try:
+        return ControlService(store).mint_admin_token("test")
+    finally:
+        store.close()
+
+
 def find_pg_bin() -> str | None:
     """The newest ``/usr/lib/postgresql/*/bin`` that has ``initdb`` and ``pg_ctl``."""
     candidates = sorted(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _server_harness import PostgresProvider, ServerProcess
+from _server_harness import PostgresProvider, ServerProcess, mint_admin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,8 +39,6 @@ from tka.authority import Authority, Signer
 from tka.builder import UpdateBuilder
 from tka.control.client import AdminClient, ControlClient, sync_node
 from tka.control.errors import ControlRequestError
-from tka.control.service import ControlService
-from tka.control.store import open_store
 from tka.key import Key
 from tka.nlkeys import NodePublic
 from tka.sig import sign_direct
@@ -56,14 +54,6 @@ def _store_url(kind: str, tmp: Path, pg: PostgresProvider) -> str:
     if pg.unavailable:
         pytest.skip(f"PostgreSQL: {pg.unavailable}")
     return pg.new_database()
-
-
-def _mint_admin(store_url: str) -> str:
-    store = open_store(store_url)
-    try:
-        return ControlService(store).mint_admin_token("test")
-    finally:
-        store.close()
 
 
 @dataclass
@@ -136,7 +126,7 @@ def test_acknowledged_writes_survive_kills(
     kind: str, tmp_path: Path, pg: PostgresProvider, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store_url = _store_url(kind, tmp_path, pg)
-    token = _mint_admin(store_url)
+    token = mint_admin(store_url)
     server = ServerProcess(store_url, str(tmp_path)).start()
     rnd = random.Random(7)
     try:
@@ -247,7 +237,7 @@ def test_bounded_load(
     duration = float(os.environ.get("TKA_LOAD_SECONDS", "6"))
     workers = 6
     store_url = _store_url(kind, tmp_path, pg)
-    token = _mint_admin(store_url)
+    token = mint_admin(store_url)
     with ServerProcess(store_url, str(tmp_path)) as server:
         world = make_world(server, token, members=workers + 1, devices=60)
         head_text = [world.genesis.hash_text]
@@ -368,7 +358,7 @@ def fuzz_target(
 ) -> Iterator[FuzzTarget]:
     tmp = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     store_url = _store_url(request.param, tmp, pg)
-    token = _mint_admin(store_url)
+    token = mint_admin(store_url)
     server = ServerProcess(store_url, str(tmp)).start()
     try:
         world = make_world(server, token, members=2, devices=2)
@@ -579,7 +569,7 @@ def test_oversized_and_malformed_bodies(fuzz_target: FuzzTarget) -> None:
 
 def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
     store_url = f"sqlite:///{tmp_path}/control.db"
-    token = _mint_admin(store_url)
+    token = mint_admin(store_url)
     server = ServerProcess(store_url, str(tmp_path)).start()
     world = make_world(server, token, members=1, devices=0)
     _, tok, key = world.members[0]

@@ -32,23 +32,13 @@ from typing import Any
 
 import pytest
 from _hostile import mixed_order_genesis, mixed_order_genesis_distinct
-from _server_harness import ServerProcess
+from _server_harness import ServerProcess, mint_admin
 
 from tka.aum import AUM, hash_to_text
 from tka.control.client import AdminClient
-from tka.control.service import ControlService
-from tka.control.store import open_store
 from tka.nlkeys import NodePublic
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _mint_admin(store_url: str) -> str:
-    store = open_store(store_url)
-    try:
-        return ControlService(store).mint_admin_token("test")
-    finally:
-        store.close()
 
 
 def _post(
@@ -146,7 +136,7 @@ def attack_genesis() -> AUM:
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
     url = f"sqlite:///{tmp_path}/control.db"
-    admin_token = _mint_admin(url)
+    admin_token = mint_admin(url)
     with ServerProcess(url, str(tmp_path)) as server:
         admin = AdminClient(server.url, admin_token)
         admin.create_tailnet("victim")
@@ -375,7 +365,7 @@ def test_headers_at_one_byte_per_second_are_cut_off(served: tuple[ServerProcess,
 def impatient(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
     """A server with short deadlines, so the slow-client tests take seconds."""
     url = f"sqlite:///{tmp_path}/control.db"
-    admin_token = _mint_admin(url)
+    admin_token = mint_admin(url)
     args = ("--header-timeout", "3", "--body-timeout", "2", "--body-min-rate", "1000")
     with ServerProcess(url, str(tmp_path), extra_args=args) as server:
         AdminClient(server.url, admin_token).create_tailnet("victim")
