@@ -92,8 +92,10 @@ def _offline_status(path: str) -> int | None:
             text = offline_status_text(node)
     except (TKAError, OSError):
         return None  # the full command reports it, with its exit code
-    if not all(c.isprintable() or c in "\t\n" for c in text):
-        return None  # click strips terminal escapes from such text; let it
+    if not text.isascii() or not all(c.isprintable() or c in "\t\n" for c in text):
+        # Terminal escapes (which click strips) or characters the terminal's
+        # encoding may lack: the full command handles those as it always has.
+        return None
     try:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

@@ -107,6 +107,14 @@ def _damaged(tmp: Path, initialized: str) -> str:
     return node
 
 
+def _odd_disable_record(tmp: Path, initialized: str) -> str:
+    node = _copy(initialized, tmp / "odd")
+    # Terminal escapes and non-ASCII text in a record this node reads back:
+    # the output must still be what the full command prints.
+    Path(node, "disabled.json").write_text(json.dumps({"how": "l\u00f6cal\u001b[31m"}))
+    return node
+
+
 def _control_saved(tmp: Path, initialized: str) -> str:
     node = _copy(initialized, tmp / "control")
     # A control service nobody listens on: the full command warns that the
@@ -132,6 +140,7 @@ CASES: dict[str, Callable[[Path, str], str]] = {
     "locally disabled": _locally_disabled,
     "damaged chain": _damaged,
     "control saved": _control_saved,
+    "odd disable record": _odd_disable_record,
     "missing directory": lambda tmp, init: str(tmp / "missing"),
     "a file": lambda tmp, init: _not_a_directory(tmp),
 }
@@ -147,6 +156,7 @@ def test_same_output_and_exit_code(case: str, initialized: str, tmp_path: Path) 
         "locally disabled": 0,
         "damaged chain": 3,
         "control saved": 0,
+        "odd disable record": 0,
         "missing directory": 3,
         "a file": 2,
     }[case]
