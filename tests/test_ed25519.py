@@ -89,6 +89,9 @@ def test_many_gives_each_vectors_zip215_verdict_in_order() -> None:
         c["zip215_valid"] for c in reversed(CASES)
     ]
     assert ed25519.verify_zip215_many([]) == []
+    # Other byte types are taken as verify_zip215 takes them.
+    mixed = [(bytearray(p), memoryview(m), bytearray(s)) for p, m, s in triples[:20]]
+    assert ed25519.verify_zip215_many(mixed) == [c["zip215_valid"] for c in CASES[:20]]
 
 
 @given(

@@ -339,6 +339,9 @@ def verify_zip215_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool
     length = _sodium_new("unsigned long long *")
     verdicts = []
     for public, message, signature in items:
+        if type(public) is not bytes or type(message) is not bytes or type(signature) is not bytes:
+            verdicts.append(False)  # verify_zip215 below takes other byte types
+            continue
         signed = signature + message
         n = len(signed)
         ok = (
