@@ -909,3 +909,28 @@ def test_fs_a_lock_file_that_cannot_be_written_still_allows_reading(
     with pytest.raises(StorageError, match="Permission denied"):
         r.commit_verified([noop(aums[-1])])
     r.close()
+
+
+def test_fs_snapshot_answers_one_walk_from_one_listing(tmp_path: Path) -> None:
+    """A chain walk reads one state of the directory; another process's commit shows next time."""
+    from tka.chain import compute_active_chain
+
+    root = tmp_path / "chonk"
+    aums = chain(20)
+    writer = FilesystemStore(root)
+    writer.commit_verified(aums)
+    reader = FilesystemStore(root)
+    view = reader.snapshot()
+    assert [a.hash for a in view.heads()] == [aums[-1].hash]
+    extra = noop(aums[-1])
+    writer.commit_verified([extra])  # another store object, as another process
+    # The view still answers from the listing it was taken from...
+    assert [a.hash for a in view.heads()] == [aums[-1].hash]
+    assert view.children(aums[-1].hash) == []
+    # ...except that an AUM it did not list is read from disk, as get() does.
+    assert view.get(extra.hash) == extra
+    # The store itself, and the next walk, see the new head.
+    assert [a.hash for a in reader.heads()] == [extra.hash]
+    assert compute_active_chain(reader, aums[0].hash).head.hash == extra.hash
+    for a in aums:
+        assert view.get(a.hash) == reader.get(a.hash) == a
