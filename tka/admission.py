@@ -231,16 +231,9 @@ def check(
         sig = NodeKeySignature.from_bytes(signature)
     except DecodeError as exc:
         return _refused(f"the signature does not decode ({exc})")
-    root = sig.key_id
-    if (
-        sig.sig_kind == _DIRECT
-        and sig.nested is None
-        and root is not None
-        and len(root) == ed25519.PUBLIC_KEY_SIZE
-        and sig.pubkey == NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
-    ):
+    if _plain_direct(sig, node_key):
         # The common case, decided as below, in fewer steps.
-        return _check_direct(root, sig, verify_zip215)
+        return _check_direct(sig.key_id or b"", sig.sig_hash, sig.signature or b"", verify_zip215)
     kind = sig_kind_name(sig.sig_kind)
     if sig.sig_kind == SigKind.CREDENTIAL:
         # Go refuses a bare credential before it looks at any key.
@@ -286,23 +279,50 @@ _DIRECT: Final = int(SigKind.DIRECT)
 _DIRECT_INVALID: Final = "locked out: its direct signature does not verify: invalid signature"
 
 
+def _plain_direct(sig: NodeKeySignature, node_key: bytes) -> bool:
+    """Whether *sig* is the common case: a direct signature of *node_key* that names a
+    32-byte root key and nests none."""
+    root = sig.key_id
+    return (
+        sig.sig_kind == _DIRECT
+        and sig.nested is None
+        and root is not None
+        and len(root) == ed25519.PUBLIC_KEY_SIZE
+        and sig.pubkey == NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
+    )
+
+
 def _check_direct(
-    root: bytes, sig: NodeKeySignature, verify_zip215: Callable[[bytes, bytes, bytes], bool]
+    root: bytes,
+    sig_hash: bytes,
+    signature: bytes,
+    verify_zip215: Callable[[bytes, bytes, bytes], bool],
 ) -> Checked:
-    """:func:`check` of a direct signature that names *root* (32 bytes) and the node's key.
+    """:func:`check` of a signature :func:`_plain_direct` accepts, whose root is *root*.
 
     What the general path decides for such a signature, written out: a
-    control plane checks one per node, and on worker threads every Python
-    step between two verifications is a step the other threads may wait for.
+    control plane checks one per node.
     """
-    untrusted = _untrusted(root, "direct")
     try:
-        valid = verify_zip215(root, sig.sig_hash, sig.signature or b"")
+        valid = verify_zip215(root, sig_hash, signature)
     except TKAError as exc:  # as in check: a library refusal is a lock-out
-        return Checked(root, Decision(False, f"locked out: {exc}", root, "direct"), untrusted)
+        bad = Decision(False, f"locked out: {exc}", root, "direct")
+        return Checked(root, bad, _untrusted(root, "direct"))
+    return _direct_verdict(root, valid)
+
+
+def _direct_verdict(root: bytes, valid: bool) -> Checked:
+    """The verdict on a :func:`_plain_direct` signature by *root* that does or does not verify."""
     if valid:
-        return Checked(root, _admitted(root, "direct"), untrusted)
-    return Checked(root, Decision(False, _DIRECT_INVALID, root, "direct"), untrusted)
+        return _valid_direct(root)
+    bad = Decision(False, _DIRECT_INVALID, root, "direct")
+    return Checked(root, bad, _untrusted(root, "direct"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_direct(root: bytes) -> Checked:
+    # The verdict on every valid direct signature by *root*: one object.
+    return Checked(root, _admitted(root, "direct"), _untrusted(root, "direct"))
 
 
 def trusted_key_ids(state: State) -> frozenset[bytes]:
@@ -333,42 +353,28 @@ def decide(state: State, node_key: bytes, signature: bytes | None) -> Decision:
 
 
 def _direct_parts(node_key: bytes, signature: bytes | None) -> tuple[bytes, bytes, bytes] | None:
-    """``(root, sig_hash, signature)`` when *signature* is the common case :func:`_check_direct`
-    decides: a direct signature of this node's key that names a 32-byte root key.
+    """``(root, sig_hash, signature)`` of a signature :func:`_plain_direct` accepts, else ``None``.
 
     ``None`` for anything else (no signature, undecodable, another kind, a
     root that is not a key, another node's key): :func:`check` decides those.
     """
     if not signature:
         return None
-    pubkey: bytes | None
-    root: bytes | None
     fields = direct_layout_fields(signature)
     if fields is not None:
-        # The usual layout: sliced, not decoded into an object.
+        # The usual layout (a direct signature naming a 32-byte key, nesting
+        # none), sliced rather than decoded into an object.
         pubkey, root, sig, _, sig_hash = fields
-    else:
-        try:
-            decoded = NodeKeySignature.from_bytes(signature)
-        except DecodeError:
+        if pubkey != NODE_KEY_BINARY_PREFIX + (node_key or bytes(32)):
             return None
-        if decoded.sig_kind != _DIRECT or decoded.nested is not None:
-            return None
-        pubkey, root = decoded.pubkey, decoded.key_id
-        sig, sig_hash = decoded.signature or b"", decoded.sig_hash
-    if (
-        root is None
-        or len(root) != ed25519.PUBLIC_KEY_SIZE
-        or pubkey != NODE_KEY_BINARY_PREFIX + (node_key or bytes(32))
-    ):
+        return root, sig_hash, sig
+    try:
+        decoded = NodeKeySignature.from_bytes(signature)
+    except DecodeError:
         return None
-    return root, sig_hash, sig
-
-
-@functools.lru_cache(maxsize=1024)
-def _valid_direct(root: bytes) -> Checked:
-    # The verdict on every valid direct signature by *root*: one object.
-    return Checked(root, _admitted(root, "direct"), _untrusted(root, "direct"))
+    if not _plain_direct(decoded, node_key):
+        return None
+    return decoded.key_id or b"", decoded.sig_hash, decoded.signature or b""
 
 
 def _check_chunk(pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
@@ -387,17 +393,12 @@ def _check_chunk(pairs: Sequence[tuple[bytes, bytes | None]]) -> list[Checked]:
         # The libraries failed their known-answer checks: check() turns
         # that into each node's refusal, as a single check does.
         return [check(nk, sig, ed25519.verify_zip215_threaded) for nk, sig in pairs]
-    out = []
-    for (nk, signature), p in zip(pairs, parts, strict=True):
-        if p is None:
-            out.append(check(nk, signature, ed25519.verify_zip215_threaded))
-        elif next(verdicts):
-            out.append(_valid_direct(p[0]))
-        else:
-            root = p[0]
-            bad = Decision(False, _DIRECT_INVALID, root, "direct")
-            out.append(Checked(root, bad, _untrusted(root, "direct")))
-    return out
+    return [
+        check(nk, signature, ed25519.verify_zip215_threaded)
+        if p is None
+        else _direct_verdict(p[0], next(verdicts))
+        for (nk, signature), p in zip(pairs, parts, strict=True)
+    ]
 
 
 #: Nodes a worker takes at a time: small enough that the threads finish
