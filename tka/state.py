@@ -202,8 +202,14 @@ class State(FrozenRecord):
             )
         if kind == _UPDATE_KEY:
             key_id = update.key_id or b""
-            old = self.get_key(key_id)
-            if old is None:
+            keys = self.keys or ()
+            # As get_key (Go's GetKey): the keys in order up to the match.
+            at = 0
+            for old in keys:
+                if old.key_id == key_id:
+                    break
+                at += 1
+            else:
                 raise StateError("update-key AUM names a key that is not trusted")
             # Absent fields leave the key as it was: an update that carries
             # neither votes nor meta changes nothing but the head (Tailscale
@@ -217,10 +223,15 @@ class State(FrozenRecord):
                 new.static_validate()
             except ValidationError as exc:
                 raise StateError(f"updated key fails validation: {exc}") from None
-            # Every key's ID is read (as Go compares every key), so a key of
-            # an unusable kind raises here just as it would in get_key.
-            keys = tuple([new if k.key_id == key_id else k for k in self.keys or ()])
-            return State(h, self.disablement_values, keys, self.state_id1, self.state_id2)
+            # Every key's ID is read, as Go compares every key: those up to
+            # the match were read above; after it, a key of an unusable kind
+            # raises here as in get_key, and the same ID again is replaced too.
+            rest = keys[at + 1 :]
+            if rest:
+                rest = tuple([new if k.key_id == key_id else k for k in rest])
+            return State(
+                h, self.disablement_values, (*keys[:at], new, *rest), self.state_id1, self.state_id2
+            )
         if kind == _REMOVE_KEY:
             key_id = update.key_id or b""
             keys = self.keys or ()
