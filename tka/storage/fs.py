@@ -730,7 +730,7 @@ class FilesystemStore:
         with self._mutex:
             self._check_open()
             self._ensure_index()
-            return _Snapshot(self, self._entries, self._active, self._children)
+            return _Snapshot(self, self._entries, self._active, self._children, self._repeats)
 
     def commit_verified(self, aums: Sequence[AUM]) -> None:
         """Store verified AUMs, one file at a time in order (a crash leaves a prefix).
@@ -855,11 +855,13 @@ class _Snapshot:
         entries: dict[bytes, _Entry],
         active: dict[bytes, AUM],
         children: dict[bytes, list[bytes]],
+        repeats: bool,
     ) -> None:
         self._store = store
         self._entries = entries
         self._active = active
         self._children = children
+        self._repeats = repeats
 
     def get(self, aum_hash: bytes) -> AUM | None:
         """The stored AUM with this hash, or ``None`` (also when purged)."""
@@ -879,8 +881,8 @@ class _Snapshot:
         return [a for h, a in self._active.items() if not self._children.get(h)]
 
     def lists_an_aum_twice(self) -> bool:
-        """As :meth:`FilesystemStore.lists_an_aum_twice`."""
-        return self._store.lists_an_aum_twice()
+        """As :meth:`FilesystemStore.lists_an_aum_twice`, for the listing this view shows."""
+        return self._repeats
 
     def commit_verified(self, aums: Sequence[AUM]) -> None:
         """Passed to the store."""
