@@ -606,3 +606,35 @@ def test_a_pinned_log_passes_exactly_when_its_limit_reaches_the_pin(
         assert outcome.pin.status == "not-reached"
         assert outcome.pin.suggested_limit is not None
         assert limit < outcome.pin.suggested_limit <= distance
+
+
+def test_the_genesis_rule_is_checked_against_the_pin_when_the_log_is_cut(tmp_path: Path) -> None:
+    chain = Chain()
+    pin = str(tmp_path / "pin")
+    assert tka("audit", chain.log(tmp_path / "a.json"), "--pin", pin).returncode == 0
+    chain.add_meta(60)
+    cut = chain.log(tmp_path / "cut.json", limit=61)
+    right, wrong = tmp_path / "right.json", tmp_path / "wrong.json"
+    right.write_text(json.dumps({"genesis": chain.genesis.hash_text}))
+    impostor = Chain(seed_offset=5).genesis.hash_text
+    wrong.write_text(json.dumps({"genesis": impostor}))
+    # The cut log never shows its genesis; the pin's stands for it.
+    proc = tka("audit", cut, "--pin", pin, "--policy", str(wrong), "--no-update", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = _json(proc)
+    assert doc["verdict"] == "incomplete" and doc["pin"]["status"] == "extends"
+    [violation] = doc["policy"]["violations"]
+    assert violation["rule"] == "genesis" and violation["aum"] == chain.genesis.hash_text
+    assert "cut short" in violation["text"] and impostor in violation["text"]
+    proc = tka("audit", cut, "--pin", pin, "--policy", str(right), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _json(proc)["policy"]["violations"] == []
+
+
+def test_a_genesis_rule_that_cannot_be_checked_is_not_met() -> None:
+    from tka.audit.policy import _genesis_violations
+
+    [violation] = _genesis_violations("G" * 52, None, None)
+    assert violation.rule == "genesis" and "could not be checked" in violation.text
+    assert _genesis_violations("G" * 52, None, "G" * 52) == []
+    assert _genesis_violations("G" * 52, "G" * 52, None) == []

@@ -111,22 +111,54 @@ def hash_to_text(h: bytes) -> str:
 
 
 def hash_from_text(text: str) -> bytes:
-    """Parse the text form of an AUM hash (52 base32 characters, no padding)."""
+    """Parse the text form of an AUM hash, exactly as Go's ``AUMHash.UnmarshalText``.
+
+    Go checks the decoded length of the raw text first (so it must be 52
+    characters), then ``encoding/base32`` without padding decodes it: that
+    drops ``\r`` and ``\n`` wherever they are and decodes a short final
+    quantum as far as it goes, leaving the rest of the hash zero. Every
+    place that reads a hash from outside (file names, sync offers, bundles,
+    pins, the control service) parses it here, so all accept the same texts.
+    """
     if not isinstance(text, str):
         raise DecodeError(f"aum hash: expected text, got {type(text).__name__}")
-    # Go checks the decoded length first, then decodes.
     if len(text) * 5 // 8 != HASH_SIZE:
         raise DecodeError(f"aum hash: text is {len(text)} characters, want 52")
     plain = _plain_hash_text_value(text)
     if plain is not None:
+        # 52 characters of the alphabet: the text of every hash Go writes.
         return plain
-    import base64  # only for text that is not plain: see hash_to_text
-    import binascii
+    decoded = _go_base32_decode(text.replace("\r", "").replace("\n", ""))
+    if decoded is None:
+        raise DecodeError("aum hash: not valid base32 (standard alphabet, upper case)")
+    return decoded
 
-    try:
-        return base64.b32decode(text + "====")
-    except (binascii.Error, ValueError):
-        raise DecodeError("aum hash: not valid base32 (standard alphabet, upper case)") from None
+
+_B32_VALUES: Final = {c: i for i, c in enumerate(_B32_ALPHABET)}
+# Bytes Go's base32 decoder writes for a final quantum of n characters
+# (n = 1, 3 or 6 writes nothing, without an error).
+_QUANTUM_BYTES: Final = {8: 5, 7: 4, 5: 3, 4: 2, 2: 1}
+
+
+def _go_base32_decode(text: str) -> bytes | None:
+    """Go's unpadded base32 ``Decode`` of at most 52 characters into a zeroed hash.
+
+    ``None`` when a character is outside the alphabet (``=`` included: the
+    encoding has no padding).
+    """
+    out = bytearray(HASH_SIZE)
+    for at in range(0, len(text), 8):
+        quantum = text[at : at + 8]
+        bits = 0
+        for c in quantum:
+            v = _B32_VALUES.get(c)
+            if v is None:
+                return None
+            bits = bits << 5 | v
+        bits <<= 5 * (8 - len(quantum))
+        n = _QUANTUM_BYTES.get(len(quantum), 0)
+        out[at // 8 * 5 : at // 8 * 5 + n] = bits.to_bytes(5, "big")[:n]
+    return bytes(out)
 
 
 class AUMKind(enum.IntEnum):

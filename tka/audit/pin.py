@@ -37,7 +37,7 @@ import binascii
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from tka import codec
@@ -203,6 +203,7 @@ class PinCheck:
     state: State | None = None  # the state at the new head, when known
     new_pin: Pin | None = field(default=None, repr=False)  # what to record if all else passes
     updated: bool = False  # the pin file was moved forward
+    pinned_genesis: str | None = None  # the genesis the pin file records
 
     @property
     def ok(self) -> bool:
@@ -390,8 +391,9 @@ def check_pin(
         return _fail(base, "not-checked", "the source does not verify, so it cannot extend the pin")
     held = {r.hash: r for r in report.history}
     if report.verdict == "valid":
-        return _check_full(base, pin, report, held, source)
-    return _check_cut(base, pin, report, held, source, progress)
+        return replace(_check_full(base, pin, report, held, source), pinned_genesis=pin.genesis)
+    checked = _check_cut(base, pin, report, held, source, progress)
+    return replace(checked, pinned_genesis=pin.genesis)
 
 
 def _fail(base: PinCheck, status: PinStatus, reason: str, **extra: Any) -> PinCheck:

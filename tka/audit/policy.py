@@ -183,12 +183,54 @@ def load_policy(path: str) -> Policy:
         raise PolicyError(f"{path}: {exc}") from None
 
 
+def _genesis_violations(
+    required: str, genesis: str | None, pinned_genesis: str | None
+) -> list[PolicyViolation]:
+    """The policy's ``genesis`` rule, also for a source cut short before its genesis.
+
+    A cut source (a log taken with ``--limit``, a compacted directory) that
+    verified from a pin continues the pinned chain, so the pin's genesis is
+    its genesis. With neither, the rule cannot be checked, and a rule that
+    cannot be checked is not met: the run fails saying so rather than
+    passing a policy it never applied.
+    """
+    if genesis is not None:
+        if genesis != required:
+            return [
+                PolicyViolation(
+                    "genesis",
+                    f"the chain's genesis is {genesis}, the policy requires {required}",
+                    aum=genesis,
+                )
+            ]
+        return []
+    if pinned_genesis is not None:
+        if pinned_genesis != required:
+            return [
+                PolicyViolation(
+                    "genesis",
+                    f"the pinned chain's genesis is {pinned_genesis} (the source is cut short "
+                    f"before it), the policy requires {required}",
+                    aum=pinned_genesis,
+                )
+            ]
+        return []
+    return [
+        PolicyViolation(
+            "genesis",
+            "the genesis could not be checked: the source is cut short before its genesis "
+            "and no pin records one (raise --limit to reach the genesis, or audit with --pin)",
+        )
+    ]
+
+
 def check_policy(
     path: str,
     policy: Policy,
     report: AuditReport,
     state: State | None,
     added: Iterable[tuple[str, str, tuple[str, ...]]] = (),
+    pinned_genesis: str | None = None,
 ) -> PolicyResult:
     """Check *policy* against the audit and the verified *state* at its head.
 
@@ -196,6 +238,8 @@ def check_policy(
     source is cut; with no state (the chain does not verify) nothing is
     checked and the result is not ok. *added* lists keys added by AUMs
     verified elsewhere (from the pin): ``(key, AUM hash, signers)``.
+    *pinned_genesis* is the genesis a pin recorded, which stands for the
+    chain's when the source is cut short before it.
     """
     if state is None:
         return PolicyResult(path, policy, False)
@@ -216,16 +260,8 @@ def check_policy(
         aum, who = added_by[k]
         return f" (added by AUM {aum}, signed by {', '.join(who) or 'nobody'})"
 
-    # A source cut short has no genesis to compare; with a pin, the genesis
-    # was compared on the run that recorded it, and the pin holds to it.
-    if policy.genesis is not None and report.genesis not in (None, policy.genesis):
-        out.append(
-            PolicyViolation(
-                "genesis",
-                f"the chain's genesis is {report.genesis}, the policy requires {policy.genesis}",
-                aum=report.genesis,
-            )
-        )
+    if policy.genesis is not None:
+        out.extend(_genesis_violations(policy.genesis, report.genesis, pinned_genesis))
     if policy.trusted_keys is not None:
         for k in trusted:
             if k not in policy.trusted_keys:

@@ -41,7 +41,8 @@ def run_audit(
     if policy is not None:
         since = () if pin is None else pin.aums_since
         added = [(k, a.hash, a.signers) for a in since for k in a.keys_added]
-        result = check_policy(policy_path, policy, report, outcome.state, added)
+        pinned_genesis = None if pin is None else pin.pinned_genesis
+        result = check_policy(policy_path, policy, report, outcome.state, added, pinned_genesis)
         outcome = replace(outcome, policy=result)
     if pin is not None and pin.new_pin is not None and outcome.ok:
         if update_pin:

@@ -236,53 +236,23 @@ def encode_entry(aum: AUM, created_unix: int = 0, purged_unix: int = 0) -> bytes
     return bytes([0xA0 | (len(parts) // 2)]) + b"".join(parts)
 
 
-_B32_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_B32_VALUES: Final = {c: i for i, c in enumerate(_B32_ALPHABET)}
-# Bytes Go's base32 decoder writes for a final quantum of n characters
-# (n = 1, 3 or 6 writes nothing, without an error).
-_QUANTUM_BYTES: Final = {8: 5, 7: 4, 5: 3, 4: 2, 2: 1}
-
-
 def _parse_name(name: str) -> bytes | None:
     """The hash an AUM file name spells, or ``None`` for names Tailscale skips.
 
-    Go's ``AUMHash.UnmarshalText``: the name must be 52 characters long (it
-    checks the decoded length of the raw text first), then
-    ``encoding/base32`` without padding decodes it, which drops ``\r`` and
-    ``\n`` wherever they are and decodes a short final quantum as far as
-    it goes, leaving the rest of the hash zero. Such a name (like any
-    non-canonical spelling) still names the hash it decodes to, whose file
-    is then read from its canonical place.
+    Go parses each listed name with ``AUMHash.UnmarshalText``
+    (:func:`tka.aum.hash_from_text`): besides the canonical text, that takes
+    names with ``\r``/``\n`` in them and non-canonical spellings. Such a
+    name still names the hash it decodes to, whose file is then read from
+    its canonical place.
     """
     plain = _plain_hash_text_value(name)
     if plain is not None:
         # 52 characters of the alphabet: the name of every file Tailscale writes.
         return plain
-    if len(name) * 5 // 8 != HASH_SIZE:
+    try:
+        return hash_from_text(name)
+    except DecodeError:
         return None
-    if "\n" not in name and "\r" not in name:
-        if "=" in name:
-            # Go's decoder has no padding; Python's would accept some.
-            return None
-        try:
-            h = hash_from_text(name)
-        except DecodeError:
-            return None
-        return h if len(h) == HASH_SIZE else None
-    text = name.replace("\r", "").replace("\n", "")
-    out = bytearray(HASH_SIZE)
-    for at in range(0, len(text), 8):
-        quantum = text[at : at + 8]
-        bits = 0
-        for c in quantum:
-            v = _B32_VALUES.get(c)
-            if v is None:
-                return None
-            bits = bits << 5 | v
-        bits <<= 5 * (8 - len(quantum))
-        n = _QUANTUM_BYTES.get(len(quantum), 0)
-        out[at // 8 * 5 : at // 8 * 5 + n] = bits.to_bytes(5, "big")[:n]
-    return bytes(out)
 
 
 def _is_canonical_name(name: str) -> bool:
