@@ -1,15 +1,18 @@
 """A client for ``tka-oracle``: Tailscale's own Go ``tka`` as a JSON-lines program.
 
-The oracle lives beside the project, not in it (``../shared/oracle/tka-oracle``
-from the checkout, or wherever ``$TKA_ORACLE`` points). Tests that need it call
-:func:`oracle_or_skip`, which starts one process per test session and skips
-with a clear reason where the binary is absent (a user's clone). See
-``CONFORMANCE.md`` for how the differential tests use it.
+The oracle is built from source by the project (``integrations/tailscale``,
+through ``integrations/build.py``) on first use, into a cache outside the
+repository, against the ``tailscale.com`` version ``go.mod`` pins or the one
+``$TKA_TAILSCALE_VERSION`` names. ``$TKA_ORACLE`` points the tests at another
+binary instead. Tests that need it call :func:`oracle_or_skip`, which starts
+one process per test session and skips, with the reason, only where Go is
+absent; a build that fails is an error, not a skip. See ``CONFORMANCE.md``.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -18,17 +21,39 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-__all__ = ["Oracle", "OracleUnavailable", "find_oracle", "oracle_or_skip", "start_oracle"]
+__all__ = [
+    "Oracle",
+    "OracleBuildFailed",
+    "OracleUnavailable",
+    "find_oracle",
+    "integrations_build",
+    "oracle_or_skip",
+    "start_oracle",
+]
 
-_DEFAULT = Path(__file__).resolve().parent.parent.parent / "shared" / "oracle" / "tka-oracle"
+_BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "integrations" / "build.py"
 
 
 class OracleUnavailable(Exception):
     """The oracle binary is missing or does not start; the message says why."""
+
+
+class OracleBuildFailed(Exception):
+    """Go is here but the oracle did not build: a failure to report, never a skip."""
+
+
+def integrations_build() -> ModuleType:
+    """``integrations/build.py`` as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("tka_integrations_build", _BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Oracle:
@@ -93,18 +118,31 @@ class Oracle:
 
 
 def find_oracle() -> str:
-    """The oracle's path, made executable if needed; raises :class:`OracleUnavailable`."""
+    """The oracle's path: ``$TKA_ORACLE``, else built from source (made executable if needed).
+
+    Raises :class:`OracleUnavailable` when ``$TKA_ORACLE`` names no file or Go
+    is absent, and :class:`OracleBuildFailed` when the build itself fails.
+    """
     configured = os.environ.get("TKA_ORACLE")
-    path = Path(configured) if configured else _DEFAULT
-    if not path.is_file():
-        where = "$TKA_ORACLE" if configured else "../shared/oracle/tka-oracle"
-        raise OracleUnavailable(
-            f"tka-oracle not found at {path} ({where}); these differential tests need "
-            "Tailscale's tka as a program (set TKA_ORACLE to its path to run them)"
-        )
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise OracleUnavailable(
+                f"tka-oracle not found at {path} ($TKA_ORACLE); unset TKA_ORACLE to build "
+                "Tailscale's tka from source instead"
+            )
+    else:
+        build = integrations_build()
+        try:
+            path = build.build_oracle()
+        except build.GoUnavailable as exc:
+            raise OracleUnavailable(f"tka-oracle cannot be built: {exc}") from exc
+        except build.BuildError as exc:
+            raise OracleBuildFailed(f"building tka-oracle from source failed: {exc}") from exc
     if os.access(path, os.X_OK):
         return str(path)
-    # ../shared is read-only in CI: run an executable copy instead.
+    # A binary handed over without its exec bit (a read-only copy, say): run
+    # an executable copy instead.
     tmp = tempfile.mkdtemp(prefix="tka-oracle-")
     atexit.register(shutil.rmtree, tmp, True)
     copy = Path(tmp) / "tka-oracle"
@@ -114,15 +152,25 @@ def find_oracle() -> str:
 
 
 _started: Oracle | None = None
+# Why the oracle could not be had, kept so that a failed build is tried once
+# per test session rather than once per test.
+_unavailable: Exception | None = None
 _start_lock = threading.Lock()
 
 
 def start_oracle() -> Oracle:
     """The session's oracle process, started on first use and stopped at exit."""
-    global _started
+    global _started, _unavailable
     with _start_lock:
+        if _unavailable is not None:
+            raise _unavailable
         if _started is None:
-            oracle = Oracle(find_oracle())
+            try:
+                path = find_oracle()
+            except (OracleUnavailable, OracleBuildFailed) as exc:
+                _unavailable = exc
+                raise
+            oracle = Oracle(path)
             try:
                 pong = oracle.ask("ping")
             except OracleUnavailable:
@@ -137,10 +185,16 @@ def start_oracle() -> Oracle:
 
 
 def oracle_or_skip() -> Oracle:
-    """The session's oracle, or a pytest skip saying why it is unavailable."""
+    """The session's oracle, or a pytest skip saying why it is unavailable (Go absent).
+
+    A build that fails, or a binary that does not start, fails the test: only
+    a missing toolchain (or a ``$TKA_ORACLE`` naming no file) is a reason to skip.
+    """
     try:
         return start_oracle()
     except OracleUnavailable as exc:
         pytest.skip(str(exc))
+    except OracleBuildFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
     except OSError as exc:
-        pytest.skip(f"tka-oracle could not be started: {exc}")
+        pytest.fail(f"tka-oracle could not be started: {exc}", pytrace=False)

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from _oracle import Oracle, OracleUnavailable, find_oracle
+from _oracle import Oracle, OracleBuildFailed, OracleUnavailable, find_oracle
 
 
 def test_a_missing_oracle_is_reported_with_where_it_was_looked_for(
@@ -41,3 +41,23 @@ def test_an_oracle_without_its_exec_bit_runs_from_an_executable_copy(
         )
     finally:
         oracle.close()
+
+
+def test_without_go_the_oracle_is_unavailable_naming_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TKA_ORACLE", raising=False)
+    monkeypatch.setenv("TKA_GO", str(tmp_path / "no-go-here"))
+    with pytest.raises(OracleUnavailable, match=r"Go is not installed"):
+        find_oracle()
+
+
+def test_a_bad_tailscale_version_is_a_build_failure_not_a_skip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if shutil.which("go") is None:
+        pytest.skip("Go is not installed: the oracle cannot be built here")
+    monkeypatch.delenv("TKA_ORACLE", raising=False)
+    monkeypatch.setenv("TKA_TAILSCALE_VERSION", "--not-a-version")
+    with pytest.raises(OracleBuildFailed, match=r"not a Go module version"):
+        find_oracle()
