@@ -7,7 +7,8 @@ Exit codes (stable, documented in ``tka --help``):
 1   refused: a check failed, a signature or chain does not verify,
     the operation does not apply (for ``lock check``: not admitted)
 2   bad usage: unknown option, malformed argument (wrong prefix, bad hex,
-    a file that cannot be read, a folder to write into that is missing)
+    a file that cannot be read, a folder to write into that is missing,
+    a path to write that holds something tka must not replace)
 3   the state directory is missing, locked by another process, or damaged
 ==  ===============================================================
 
@@ -41,7 +42,9 @@ __all__ = [
     "err_line",
     "exit_code_for",
     "fail",
+    "force_option",
     "global_opt",
+    "output_plan",
     "parse_key_arg",
     "read_arg",
     "read_input",
@@ -160,7 +163,13 @@ def add_global_options(cmd: click.Command) -> click.Command:
     """Give *cmd* (and its loaded subcommands) the global options it lacks. Idempotent."""
     if not getattr(cmd, "_tka_globals", False):
         taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
-        cmd.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+        # A command that is no node command (tka serve) names the few it takes.
+        only = getattr(cmd, "tka_global_options", None)
+        cmd.params.extend(
+            o
+            for o in _global_options()
+            if not set(o.opts) & taken and (only is None or o.name in only)
+        )
         cmd._tka_globals = True  # type: ignore[attr-defined]
     if isinstance(cmd, click.Group) and not isinstance(cmd, TkaGroup):
         # A plain group (tka control) resolves its subcommands itself: give
@@ -246,24 +255,119 @@ def _size(n: int) -> str:
     return f"{n} GiB"  # pragma: no cover
 
 
-def write_output(path: str, data: bytes, *, secret: bool = False) -> None:
-    """Write *data* to *path* atomically: 0600 when it holds a secret, else 0644.
+#: ``--force`` of the commands that write a file the user names.
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Replace FILE if a file is there (never a link, device, FIFO or folder).",
+)
 
-    A missing folder or an unwritable place is exit 2 with the reason,
-    never a traceback.
+
+def _refused(path: str, exc: Exception, *, secret: bool, stdout: bool) -> NoReturn:
+    """Exit 2: what is at *path* may not be written (see :func:`output_plan`)."""
+    kind = getattr(exc, "kind", "")
+    or_stdout = " or to '-' (stdout)" if stdout else ""
+    message = str(exc)
+    if kind == "regular":
+        message += "; pass --force to replace it"
+    elif kind in ("fifo", "char-device", "symlink") and secret:
+        message += f"; a secret is written only to a regular file (0600){or_stdout}"
+    elif kind == "symlink":
+        message += "; name the file itself" + (", or '-' for stdout" if stdout else "")
+    fail(message, EXIT_USAGE)
+
+
+def output_plan(
+    path: str,
+    *,
+    secret: bool = False,
+    force: bool = False,
+    update: bool = False,
+    stdout: bool = True,
+    streams: bool = True,
+    io_code: int = EXIT_USAGE,
+) -> str:
+    """How :func:`write_output` will write *path*, or exit 2 naming what is there.
+
+    ``"stdout"`` for ``-`` (when *stdout*); ``"create"`` when nothing is
+    there; ``"replace"`` for a regular file, only when the command exists to
+    update it (*update*) or with *force*; ``"stream"`` for a FIFO, the null
+    device or this process's terminal (or a link to one, such as
+    /dev/stdout), with *streams* and never for a *secret*. Anything else (a
+    folder, a link to anything else or to nothing, a socket, another device)
+    is refused; a missing folder, or a path that cannot be looked at, is
+    exit *io_code*. Commands call this first, so that a refusal comes before
+    they do anything; :func:`write_output` checks again.
     """
-    from tka._fileutil import atomic_write
+    from tka._fileutil import TargetRefused, check_target
 
+    if path == "-":
+        if not stdout:
+            fail("'-' (stdout) cannot be used here; name a file", EXIT_USAGE)
+        return "stdout"
     full = os.path.abspath(path)
     folder = os.path.dirname(full)
     if not os.path.isdir(folder):
-        fail(f"cannot write {path}: the folder {folder} does not exist", EXIT_USAGE)
-    if os.path.isdir(full):
-        fail(f"cannot write {path}: it is a directory", EXIT_USAGE)
+        fail(f"cannot write {path}: the folder {folder} does not exist", io_code)
     try:
-        atomic_write(full, data, 0o600 if secret else 0o644)
+        return check_target(full, replace=force or update, streams=streams and not secret)
+    except TargetRefused as exc:
+        exc.path = path
+        _refused(path, exc, secret=secret, stdout=stdout)
     except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror}", EXIT_USAGE)
+        fail(f"cannot write {path}: {exc.strerror}", io_code)
+
+
+def write_output(
+    path: str,
+    data: bytes,
+    *,
+    secret: bool = False,
+    force: bool = False,
+    update: bool = False,
+    stdout: bool = True,
+    streams: bool = True,
+    io_code: int = EXIT_USAGE,
+) -> str:
+    """Write *data* to *path* (``-``: stdout) without destroying what was there.
+
+    A new or replaced file is written atomically (the old content or the
+    new, never a part), 0600 when it holds a *secret*, else 0644; a stream
+    is written through. What may be written where is :func:`output_plan`'s;
+    a refusal is exit 2 naming the path and what is there, any other
+    failure (no space, no permission) exit *io_code* with the reason, never
+    a traceback. Returns the plan followed: a command prints its own
+    messages on stderr after ``"stdout"`` or ``"stream"`` (which may be
+    stdout too, as /dev/stdout is).
+    """
+    from tka._fileutil import TargetRefused, atomic_write, write_through
+
+    plan = output_plan(
+        path,
+        secret=secret,
+        force=force,
+        update=update,
+        stdout=stdout,
+        streams=streams,
+        io_code=io_code,
+    )
+    try:
+        if plan == "stdout":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        elif plan == "stream":
+            write_through(path, data)
+        else:
+            full = os.path.abspath(path)
+            atomic_write(full, data, 0o600 if secret else 0o644, replace=plan == "replace")
+    except TargetRefused as exc:  # something else appeared meanwhile
+        exc.path = path
+        _refused(path, exc, secret=secret, stdout=stdout)
+    except OSError as exc:
+        if plan == "stdout":
+            raise
+        fail(f"cannot write {path}: {exc.strerror}", io_code)
+    return plan
 
 
 def read_arg(arg: str) -> str:

@@ -3,9 +3,16 @@
 Exit codes (also in ``tka audit --help``): 0 the chain is valid (and
 extends the pin, and meets the policy); 1 refused: the chain does not
 verify, breaks the pin or violates the policy; 2 bad usage (unknown
-option, a policy file with unknown or mistyped fields); 3 an input cannot
-be read (missing, too large, not text, not JSON, a damaged pin file) or
-the HTML report cannot be written.
+option, a policy file with unknown or mistyped fields, a --pin or --html
+path holding something tka must not replace); 3 an input cannot be read
+(missing, too large, not text, not JSON, a damaged pin file) or the HTML
+report cannot be written.
+
+Writing never destroys what was at a path: the pin is updated only if it
+is a regular file (or created); ``--html`` replaces an earlier tka report
+(any other file only with ``--force``), writes through a FIFO, /dev/null or
+/dev/stdout, and ``-`` prints the page on stdout instead of the report; a
+folder, a symbolic link to anything else, or a device is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Iterator
 
 import click
 
-from ._common import EXIT_STATE, EXIT_USAGE, fail
+from ._common import EXIT_STATE, EXIT_USAGE, fail, force_option, output_plan, write_output
 
 __all__ = ["audit"]
 
@@ -29,7 +36,9 @@ PROGRESS_FROM = 1000
 EPILOG = """\b
 Exit codes: 0 valid (and extends the pin, and meets the policy);
 1 refused: does not verify, breaks the pin, or violates the policy;
-2 bad usage (unknown option, a policy with unknown or mistyped fields);
+2 bad usage (unknown option, a policy with unknown or mistyped fields,
+a --pin or --html path holding a folder, link, device or FIFO, or a
+--html file that is not an earlier report, without --force);
 3 an input cannot be read (missing, too large, not text or JSON, a
 damaged pin file), or the --html file cannot be written.
 
@@ -49,6 +58,35 @@ def _progress(estimate: int, quiet: bool) -> Iterator[object]:
         length=estimate, label="verifying AUMs", file=sys.stderr, show_pos=True
     ) as bar:
         yield bar
+
+
+#: How an earlier report begins (render_html's template), to tell it from other files.
+_REPORT_MARK = b"<title>tka audit: "
+
+
+def _is_report(path: str) -> bool:
+    """Whether *path* is a regular file holding an earlier 'tka audit --html' report."""
+    if path == "-" or not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        return _REPORT_MARK in f.read(4096)
+
+
+def _check_pin_path(path: str) -> None:
+    """Exit 2 if what is at *path* is not a pin tka may move forward (a regular file, or none)."""
+    from tka._fileutil import TargetRefused, check_target
+
+    try:
+        check_target(os.path.abspath(path), replace=True)
+    except TargetRefused as exc:
+        exc.path = path
+        fail(f"{exc}; a pin is a regular file (--no-update only reads it)", EXIT_USAGE)
+    except OSError:
+        pass  # the pin's own read or write reports it (exit 3)
 
 
 @click.command("audit", epilog=EPILOG)
@@ -71,8 +109,12 @@ def _progress(estimate: int, quiet: bool) -> Iterator[object]:
     "min_disablement_values, genesis.",
 )
 @click.option(
-    "--html", "html_path", metavar="FILE", help="Also write a self-contained HTML report."
+    "--html",
+    "html_path",
+    metavar="FILE",
+    help="Also write a self-contained HTML report ('-': on stdout, instead of the report).",
 )
+@force_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr.")
 def audit(
     source: str,
@@ -81,6 +123,7 @@ def audit(
     no_update: bool,
     policy_path: str | None,
     html_path: str | None,
+    force: bool,
     quiet: bool,
 ) -> None:
     """Verify a chain from a 'lock log --json' file, a Tailscale TKA directory or a bundle.
@@ -92,6 +135,11 @@ def audit(
     history, another genesis or an abandoned fork fail, naming both heads);
     on success it lists what changed and moves the pin forward. With
     --policy, each rule broken is a reason naming the key or value.
+
+    --html replaces an earlier tka report at FILE; any other file only with
+    --force. A FIFO, /dev/null or /dev/stdout is written through; a folder,
+    another device or another symbolic link is refused, never replaced, as
+    is a PINFILE that is not a regular file.
 
     \b
     Examples:
@@ -107,6 +155,16 @@ def audit(
 
     if no_update and pin_path is None:
         fail("--no-update needs --pin", EXIT_USAGE)
+    if force and html_path is None:
+        fail("--force applies to --html", EXIT_USAGE)
+    if pin_path == "-":
+        fail("--pin needs a file (tka reads it and moves it forward), not '-'", EXIT_USAGE)
+    if pin_path is not None and not no_update:
+        _check_pin_path(pin_path)
+    if html_path == "-" and as_json:
+        fail("--html - and --json both want stdout; write the page to a file", EXIT_USAGE)
+    if html_path is not None:
+        output_plan(html_path, update=_is_report(html_path), force=force, io_code=EXIT_UNREADABLE)
     try:
         policy = auditing.load_policy(policy_path) if policy_path is not None else None
         src = auditing.read_source(source)
@@ -125,14 +183,12 @@ def audit(
     except auditing.PolicyError as exc:
         fail(str(exc), EXIT_USAGE)
     if html_path is not None:
-        from tka._fileutil import atomic_write
         from tka.audit.render_html import render_html
 
         page = render_html(outcome).encode("utf-8")
-        try:
-            atomic_write(os.path.abspath(html_path), page, mode=0o644, prefix=".tka-report-")
-        except OSError as exc:
-            fail(f"cannot write {html_path}: {exc.strerror}", EXIT_UNREADABLE)
-    click.echo(render_json(outcome) if as_json else render_outcome_text(outcome))
+        update = _is_report(html_path)
+        write_output(html_path, page, update=update, force=force, io_code=EXIT_UNREADABLE)
+    if html_path != "-":
+        click.echo(render_json(outcome) if as_json else render_outcome_text(outcome))
     if outcome.exit_code:
         raise click.exceptions.Exit(outcome.exit_code)

@@ -26,6 +26,8 @@ from ._common import (
     TkaGroup,
     emit,
     fail,
+    force_option,
+    output_plan,
     parse_key_arg,
     read_arg,
     read_input,
@@ -958,8 +960,11 @@ def _read_recovery(path: str) -> AUM:
         fail(f"{path} is not a recovery file (hex of an AUM)", EXIT_USAGE)
 
 
-def _write_recovery(path: str, aum: AUM) -> None:
-    write_output(path, (aum.to_bytes().hex().upper() + "\n").encode())
+def _write_recovery(path: str, aum: AUM, *, force: bool = False, update: bool = False) -> bool:
+    """Write the recovery file; whether this run's messages go to stderr (FILE was stdout)."""
+    data = (aum.to_bytes().hex().upper() + "\n").encode()
+    plan = write_output(path, data, force=force, update=update, streams=not update)
+    return plan in ("stdout", "stream")
 
 
 def _signed_nodes(ctx: click.Context, node: NodeState, key_ids: set[bytes]) -> list[str]:
@@ -999,28 +1004,33 @@ def _report_fallout(
     revoked: set[bytes],
     added: list[Any],
     will_revoke_added: bool,
+    err: bool = False,
 ) -> None:
-    """Name the keys the revoked keys added and the nodes they signed."""
+    """Name the keys the revoked keys added and the nodes they signed (on stderr if *err*)."""
     from tka.aum import hash_to_text
 
     if added:
         if will_revoke_added:
-            click.echo("Also revoked, as added by the revoked keys (--with-added):")
+            click.echo("Also revoked, as added by the revoked keys (--with-added):", err=err)
         else:
             click.echo(
                 "Keys the revoked keys added, which STAY TRUSTED (revoke them too with "
-                "--with-added):"
+                "--with-added):",
+                err=err,
             )
         for a in added:
             click.echo(
                 f"\t{_key_text(a.key_id)}  added by {_key_text(a.by)} "
-                f"in update {hash_to_text(a.aum_hash)}"
+                f"in update {hash_to_text(a.aum_hash)}",
+                err=err,
             )
     nodes = _signed_nodes(ctx, node, revoked)
     if nodes:
-        click.echo("Nodes signed by revoked keys (locked out once applied, unless re-signed):")
+        click.echo(
+            "Nodes signed by revoked keys (locked out once applied, unless re-signed):", err=err
+        )
         for n in nodes:
-            click.echo(f"\t{n}")
+            click.echo(f"\t{n}", err=err)
 
 
 @lock.command("revoke-keys")
@@ -1037,8 +1047,9 @@ def _report_fallout(
     "--out",
     "out_file",
     type=click.Path(dir_okay=False),
-    help="Where to write the recovery AUM (default: recovery.tka).",
+    help="Where to write the recovery AUM (default: recovery.tka; '-': stdout).",
 )
+@force_option
 @click.pass_context
 def revoke_keys_cmd(
     ctx: click.Context,
@@ -1048,12 +1059,18 @@ def revoke_keys_cmd(
     fork_from: str | None,
     with_added: bool,
     out_file: str | None,
+    force: bool,
 ) -> None:
     """Retroactively revoke compromised KEYs by forking the chain from before they were trusted.
 
     Start on one signing node with the keys to revoke; it writes a recovery
     file. Run --cosign FILE on other signing nodes until the valid signers
     outweigh the branch being replaced, then --finish FILE.
+
+    The recovery file is new: an existing one is replaced only with --force
+    (a FIFO or /dev/stdout is written through; a folder, device or symbolic
+    link is refused). --cosign updates FILE in place, if it is a regular
+    file; '-' reads stdin and writes the co-signed AUM to stdout.
 
     Who may sign: only keys trusted at the fork point (the newest update
     before the revoked keys were trusted) and not being revoked. Others are
@@ -1091,8 +1108,15 @@ def revoke_keys_cmd(
 
     if cosign and finish:
         fail("--cosign and --finish cannot be combined", EXIT_USAGE)
-    if (cosign or finish) and (with_added or fork_from):
-        fail("--with-added and --fork-from apply when starting a recovery", EXIT_USAGE)
+    if (cosign or finish) and (with_added or fork_from or out_file):
+        fail("--with-added, --fork-from and --out apply when starting a recovery", EXIT_USAGE)
+    if finish and force:
+        fail("--force applies when writing a recovery file", EXIT_USAGE)
+    if cosign:
+        if len(args) == 1:
+            output_plan(args[0], update=True, streams=False)  # a file updated in place, or '-'
+    elif not finish:
+        output_plan(out_file or "recovery.tka", force=force)  # refuse before signing
     with open_node(ctx) as node:
         # control: catch up first, so the keys trusted today are the tailnet's
         authority = _require_enabled(ctx, node, catch_up=True)
@@ -1104,11 +1128,11 @@ def revoke_keys_cmd(
             if cosign:
                 _, signer = _signer(ctx, node)
                 aum = cosign_recovery(aum, signer, authority, node.store)
-                _write_recovery(path, aum)
+                err = _write_recovery(path, aum, update=True)
                 verdict = check_recovery(authority, node.store, aum)
-                click.echo(f"Co-signed {path}: {verdict.reason}.")
+                click.echo(f"Co-signed {path}: {verdict.reason}.", err=err)
                 if verdict.wins:
-                    click.echo(f"Finish with: tka lock revoke-keys --finish {path}")
+                    click.echo(f"Finish with: tka lock revoke-keys --finish {path}", err=err)
                 return
             revoked = revoked_by(authority, node.store, aum)
             assert aum.parent is not None
@@ -1139,31 +1163,42 @@ def revoke_keys_cmd(
         )
         aum = plan.aum.with_signatures(signer.sign_aum(plan.aum.sig_hash))
         path = out_file or "recovery.tka"
-        _write_recovery(path, aum)
+        err = _write_recovery(path, aum, force=force)
         verdict = check_recovery(authority, node.store, aum)
-        click.echo(f"Wrote the recovery AUM to {path}: {verdict.reason}.")
-        click.echo("It revokes: " + ", ".join(_key_text(k) for k in plan.revoked))
-        _report_fallout(ctx, node, set(plan.revoked), list(plan.added), with_added)
+        click.echo(f"Wrote the recovery AUM to {path}: {verdict.reason}.", err=err)
+        click.echo("It revokes: " + ", ".join(_key_text(k) for k in plan.revoked), err=err)
+        _report_fallout(ctx, node, set(plan.revoked), list(plan.added), with_added, err)
+    if path == "-":
+        path = "FILE"
     if verdict.wins:
-        click.echo(f"It would take effect now: tka lock revoke-keys --finish {path}")
-        click.echo(f"(or co-sign it on more nodes first: tka lock revoke-keys --cosign {path})")
+        click.echo(f"It would take effect now: tka lock revoke-keys --finish {path}", err=err)
+        click.echo(
+            f"(or co-sign it on more nodes first: tka lock revoke-keys --cosign {path})", err=err
+        )
     else:
-        click.echo(f"On another signing node run: tka lock revoke-keys --cosign {path}")
+        click.echo(f"On another signing node run: tka lock revoke-keys --cosign {path}", err=err)
 
 
 @lock.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@force_option
 @click.pass_context
-def export_cmd(ctx: click.Context, file: str) -> None:
+def export_cmd(ctx: click.Context, file: str, force: bool) -> None:
     """Write this node's AUMs to FILE (tka-bundle/1 JSON; '-': stdout) for other nodes to import.
 
     After a disable the file carries the disablement secret and is written
     0600; otherwise 0644. It also carries the node-key signatures this node
     made or learnt, so that peers can name the nodes a key signed.
 
+    A new FILE is written atomically; an existing file is replaced only with
+    --force. A FIFO, /dev/null or /dev/stdout is written through (not after
+    a disable: the secret goes only to a regular file or '-'); a folder, a
+    symbolic link to anything else, or a device is refused, never replaced.
+
     \b
     Examples:
       tka lock export /media/usb/node1.json
+      tka lock export node1.json --force
       tka lock export - | ssh node2 tka lock import -
     """
     from tka.aum import hash_to_text
@@ -1176,13 +1211,8 @@ def export_cmd(ctx: click.Context, file: str) -> None:
         sigs = tuple((r.node_key, r.signature) for r in node.signatures())
         bundle = export_bundle(authority, node.store, secret, sigs)
     done = f"Exported {len(bundle.aums)} AUM(s); head {hash_to_text(authority.head_hash)}."
-    if file == "-":
-        sys.stdout.buffer.write(bundle.to_json())
-        sys.stdout.flush()
-        click.echo(done, err=True)
-        return
-    write_output(file, bundle.to_json(), secret=secret is not None)
-    click.echo(done)
+    plan = write_output(file, bundle.to_json(), secret=secret is not None, force=force)
+    click.echo(done, err=plan in ("stdout", "stream"))
 
 
 @lock.command("import")
@@ -1271,30 +1301,32 @@ def _learn_signatures(node: NodeState, pairs: tuple[tuple[str, bytes], ...]) -> 
 
 
 @click.command("keygen")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--passphrase-file",
     type=click.Path(dir_okay=False),
     help="Encrypt the key with this passphrase.",
 )
-def keygen(file: str, passphrase_file: str | None) -> None:
+@force_option
+def keygen(file: str, passphrase_file: str | None, force: bool) -> None:
     """Create a new tailnet-lock key pair in FILE (0600) and print its public key.
 
-    Useful for a node's rotation key.
+    Useful for a node's rotation key. FILE must be new (--force replaces a
+    file, never a link, device, FIFO or folder); '-' prints the private key
+    on stdout and the public key on stderr.
 
     \b
     Example:
       tka keygen rotation.key
     """
-    from tka.keyfile import save_private_key
+    from tka.keyfile import private_key_bytes
     from tka.nlkeys import NLPrivate
 
-    folder = os.path.dirname(os.path.abspath(file))
-    if not os.path.isdir(folder):
-        fail(f"cannot write {file}: the folder {folder} does not exist", EXIT_USAGE)
+    output_plan(file, secret=True, force=force)  # refuse before asking for a passphrase
     key = NLPrivate.generate()
-    save_private_key(file, key, passphrase(click.get_current_context(), passphrase_file))
-    click.echo(key.public().cli_text())
+    data = private_key_bytes(key, passphrase(click.get_current_context(), passphrase_file))
+    plan = write_output(file, data, secret=True, force=force)
+    click.echo(key.public().cli_text(), err=plan == "stdout")
 
 
 @click.command("demo")

@@ -15,7 +15,12 @@ from tka._fileutil import atomic_write
 from tka.errors import DecodeError, StorageError, UsageError
 from tka.nlkeys import NLPrivate
 
-__all__ = ["check_private_file_mode", "load_private_key", "save_private_key"]
+__all__ = [
+    "check_private_file_mode",
+    "load_private_key",
+    "private_key_bytes",
+    "save_private_key",
+]
 
 _PEM_MARKER = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 #: A key file is a line of text or one small PEM block: anything larger is
@@ -39,9 +44,19 @@ def check_private_file_mode(path: str) -> None:
 
 
 def save_private_key(path: str, key: NLPrivate, passphrase: bytes | None = None) -> None:
-    """Write *key* to a new file at *path* with mode 0600 (refuses to overwrite)."""
-    if os.path.exists(path):
+    """Write *key* to a new file at *path* with mode 0600.
+
+    Refuses anything already at *path*: a file, a link (even one leading
+    nowhere), a device; the file is linked into place, so one that appears
+    meanwhile is not replaced either.
+    """
+    if os.path.lexists(path):
         raise UsageError(f"refusing to overwrite the existing private key file {path}")
+    atomic_write(path, private_key_bytes(key, passphrase), mode=0o600, replace=False)
+
+
+def private_key_bytes(key: NLPrivate, passphrase: bytes | None = None) -> bytes:
+    """The content of a key file for *key*: ``nlpriv:<hex>``, or an encrypted PEM."""
     if passphrase is not None:
         if not passphrase:
             raise UsageError("the passphrase is empty")
@@ -57,7 +72,7 @@ def save_private_key(path: str, key: NLPrivate, passphrase: bytes | None = None)
         )
     else:
         data = (key.text() + "\n").encode("ascii")
-    atomic_write(path, data, mode=0o600)
+    return data
 
 
 def load_private_key(path: str, passphrase: bytes | None = None) -> NLPrivate:
