@@ -4,12 +4,21 @@ Every RPC of ``tailcfg/tka.go`` has a dataclass here whose JSON form is the
 one Go's ``encoding/json`` produces and accepts for that struct:
 
 * field names as in Go (``NodeKey``, ``GenesisAUM``, ``MissingAUMs``, ...);
-  when decoding, an exact name wins and otherwise the first name that matches
-  ignoring case, as Go does; unknown fields are ignored;
+  when decoding, as Go does, a key names a field ignoring case (Go's
+  folding: ASCII case, long s U+017F for s, Kelvin sign U+212A for k), of
+  several keys naming one field the last counts (a key given twice too),
+  and unknown fields are ignored. (One corner differs: Go takes the last
+  *occurrence*, so in ``{"Head": A, "head": B, "Head": C}`` it takes ``C``
+  where Python's ``json``, which keeps a repeated key at its first place,
+  leads here to ``B``.)
 * ``[]byte`` fields are standard base64 with padding (``\\r``/``\\n`` ignored),
   ``null`` or absent meaning empty;
 * node keys are ``nodekey:<64 hex>``, AUM hashes unpadded base32;
-* ``map[NodeID]...`` keys are decimal strings.
+* ``map[NodeID]...`` keys are decimal strings;
+* a field the service needs (``NodeKey``, the ``Head`` of a sync or
+  ``disable``, ``GenesisAUM``, ...) is *required*: absent, ``null`` or empty
+  (``""``, which Go's ``AUMHash.UnmarshalText`` refuses too) is an error, so
+  handlers never see it unset.
 
 Decoding is strict about types (a number where a string belongs is an error,
 as in Go) and raises :class:`~tka.control.errors.BadRequest` naming the field,
@@ -338,14 +347,22 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return obj
 
 
-def _lookup(obj: Mapping[str, Any], name: str) -> tuple[bool, Any]:
-    if name in obj:
-        return True, obj[name]
-    lower = name.lower()
-    for k, v in obj.items():
-        if k.lower() == lower:
-            return True, v
-    return False, None
+#: Go's ``encoding/json`` matches a key to a field name by Unicode simple
+#: case folding. For the ASCII names here that is ASCII case, plus the two
+#: non-ASCII letters that fold to ASCII ones: long s (U+017F) and the Kelvin
+#: sign (U+212A).
+_FOLD: Final = str.maketrans(
+    {
+        **{chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)},
+        "\u017f": "s",
+        "\u212a": "k",
+    }
+)
+
+
+def _by_folded_key(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object's values by folded key; of keys that fold alike the last counts, as in Go."""
+    return {k.translate(_FOLD): v for k, v in obj.items()}
 
 
 def decode(cls: type[T], obj: Any, where: str = "") -> T:
@@ -353,17 +370,24 @@ def decode(cls: type[T], obj: Any, where: str = "") -> T:
     if not isinstance(obj, dict):
         raise _wrong(where or "body", "an object", obj)
     kwargs: dict[str, Any] = {}
+    by_key = _by_folded_key(obj)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         meta = f.metadata
         if "json" not in meta:
             continue
         name = meta["json"]
         codec: _Codec = meta["codec"]
-        present, raw = _lookup(obj, name)
+        folded = name.translate(_FOLD)
+        present, raw = folded in by_key, by_key.get(folded)
         path = f"{where}.{name}" if where else name
         if meta["required"] and (not present or raw is None):
             raise BadRequest(f"{path}: missing required field")
-        kwargs[f.name] = codec.load(raw, path)
+        value = codec.load(raw, path)
+        if meta["required"] and codec.is_empty(value):
+            # "" decodes to "none" for a hash and to no bytes for []byte: a
+            # required field must carry a value, so handlers never see none.
+            raise BadRequest(f"{path}: required field is empty")
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 
