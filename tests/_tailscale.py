@@ -109,7 +109,7 @@ class Tailscaled:
     def start(self, timeout: float = 30.0) -> None:
         """Start the daemon and wait until its local API answers."""
         env = dict(os.environ, **_DAEMON_ENV, HOME=str(self.root))
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         self._proc = subprocess.Popen(
             [
                 str(self.binaries.tailscaled),

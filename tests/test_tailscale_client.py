@@ -20,9 +20,11 @@ from _tailscale import Tailscaled, client_or_skip
 def daemon() -> Iterator[Tailscaled]:
     binaries = client_or_skip()
     # Unix socket paths are short (108 bytes): a short temporary folder.
-    with tempfile.TemporaryDirectory(prefix="tsd-") as root:
-        with Tailscaled(binaries, Path(root), "n1") as d:
-            yield d
+    with (
+        tempfile.TemporaryDirectory(prefix="tsd-") as root,
+        Tailscaled(binaries, Path(root), "n1") as d,
+    ):
+        yield d
 
 
 def test_tailscale_version_is_the_version_built(daemon: Tailscaled) -> None:
@@ -42,4 +44,3 @@ def test_lock_status_on_a_node_without_lock_says_disabled(daemon: Tailscaled) ->
     assert "Tailnet Lock is NOT enabled" in text
     doc = daemon.json("lock", "status", "--json")
     assert doc == {"SchemaVersion": "1", "Enabled": False}
-
