@@ -9,29 +9,39 @@ requests in flight finish (up to *graceful_timeout* seconds), then the store
 is closed. Every write is committed before its answer is sent, so a write
 that was answered is never lost, not even on SIGKILL.
 
-Slow and idle clients (see :class:`Limits`), using uvicorn's own settings
-where it has one:
+Connections and slow clients (see :class:`Limits`), with uvicorn's own
+settings where it has one and extensions of uvicorn where it has not:
 
 * ``http="h11"``: uvicorn's pure-Python HTTP/1.1 parser, whose
   ``h11_max_incomplete_event_size`` bounds a request's head (16 KiB: ours
   are a few hundred bytes) so a client cannot make the server buffer an
   endless header;
 * ``timeout_keep_alive`` (5 s): an idle kept-alive connection is closed;
-* ``limit_concurrency`` (*max_connections*, 1000): past it, new requests
-  get 503 at once instead of queueing without bound;
 * ``ws="none"``: no WebSocket upgrades (the service has none);
-* a **header deadline** uvicorn lacks (*header_timeout*, 20 s): the whole
-  request head must arrive within that long of the connection opening or
-  of the previous answer, else the connection is closed. uvicorn cancels
-  its keep-alive timer on the first byte and has no other header timer, so
-  a client sending one byte a second would hold a connection forever; the
-  deadline is added by subclassing uvicorn's h11 protocol (a timer armed
-  when a connection opens or an answer completes, cancelled when a request
-  head is complete);
+* a **first-byte deadline** (5 s) and a **head deadline** (10 s) uvicorn
+  lacks, in a subclass of its h11 protocol (:mod:`tka_server.protocol`);
+* the **connection caps** (:mod:`tka_server.connections`,
+  :mod:`tka_server.listener`): per address (64) and overall
+  (*max_connections*, 1000, lowered to keep *spare_fds* descriptors free
+  under the soft limit, itself raised to the hard limit at start,
+  :mod:`tka_server.fdlimit`); at the cap the oldest idle connection makes
+  room. uvicorn's ``limit_concurrency`` is not used: it counts a connection
+  only once it holds a descriptor and a protocol, answers each request past
+  it with 503 (one address can fill it), and cannot evict. So the
+  listening socket is served by tka's accept loop, started from a subclass
+  of ``uvicorn.Server`` (:class:`GuardedServer`) in place of
+  ``loop.create_server``; uvicorn still runs the lifespan, the protocol,
+  the signals and the graceful shutdown;
+* behind a reverse proxy (``--trusted-proxy``), requests count against the
+  forwarded address (:mod:`tka_server.forwarded`);
 * a **body deadline** in the application (ASGI level, see
   :func:`tka_server.app.create_app`): the body must arrive at
   *body_min_rate* bytes/s after a *body_timeout* grace, or 408 and close;
   and it is read only after the token was checked.
+
+Logs stay JSON lines within a byte budget (:mod:`tka_server.logs`), and
+what the connection machinery refused, evicted or timed out is summed up in
+one ``connections`` line every 10 s instead of a line per connection.
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ import logging.config
 import os
 import signal
 import socket
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+
+import uvicorn
 
 from tka._fileutil import atomic_write
 from tka.control.service import ControlService
@@ -50,9 +61,23 @@ from tka.control.store import open_store
 from tka.errors import UsageError
 
 from .app import BodyLimits, create_app
-from .logs import log_config, log_event
+from .connections import ConnectionGuard, Slot
+from .fdlimit import connection_cap, raise_soft_limit
+from .forwarded import ForwardedLimit, TrustedProxies
+from .listener import Listener
+from .logs import (
+    DEFAULT_LOG_BYTES_PER_MINUTE,
+    budget_handler,
+    install_hooks,
+    log_config,
+    log_event,
+)
+from .protocol import guarded_protocol_class
 
 __all__ = ["Limits", "parse_listen", "serve"]
+
+SUMMARY_EVERY = 10.0
+"""Seconds between two ``connections`` summary lines (only when something happened)."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +85,14 @@ class Limits:
     """How long and how many: the connection limits ``tka serve`` applies.
 
     The defaults cut a client sending its headers at one byte a second off
-    after *header_timeout* (20 s, well inside a minute), and one stalling
-    its body after *body_timeout* plus what it sent divided by
-    *body_min_rate*.
+    after *header_timeout* (10 s), and one stalling its body after
+    *body_timeout* plus what it sent divided by *body_min_rate*.
     """
 
-    header_timeout: float = 20.0
+    header_timeout: float = 10.0
     """Seconds for a whole request head, from connect or the previous answer."""
+    first_byte_timeout: float = 5.0
+    """Seconds for the first byte of a new connection."""
     body_timeout: float = 10.0
     """Grace seconds before the body's minimum rate applies."""
     body_min_rate: float = 16 * 1024
@@ -74,54 +100,70 @@ class Limits:
     keep_alive: int = 5
     """Seconds an idle kept-alive connection stays open (uvicorn's ``timeout_keep_alive``)."""
     max_connections: int = 1000
-    """Concurrent connections (uvicorn's ``limit_concurrency``); 503 past it."""
+    """Concurrent connections; at the cap the oldest idle one is closed, else 503."""
+    max_connections_per_address: int = 64
+    """Concurrent connections (or proxied requests) per client address; 503 past it."""
+    spare_fds: int = 128
+    """Descriptors kept out of the connection cap (store, log, event loop)."""
+    trusted_proxies: tuple[str, ...] = field(default=())
+    """Proxy addresses or networks whose X-Forwarded-For is believed."""
     max_head_bytes: int = 16 * 1024
     """Largest request head (uvicorn's ``h11_max_incomplete_event_size``)."""
+    backlog: int = 4096
+    """Connections the kernel queues before they are accepted (capped by ``somaxconn``)."""
 
 
-def _h11_with_header_deadline(header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol plus a deadline for each request head."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server, with tka's accept loop on the listening socket.
 
-    class DeadlineH11Protocol(H11Protocol):
-        _head_timer: asyncio.TimerHandle | None = None
+    uvicorn's startup is run with no sockets (so it makes no asyncio
+    server: lifespan and state only), then :class:`Listener` serves the
+    socket; shutdown stops it before uvicorn's own shutdown.
+    """
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._head_timer = self.loop.call_later(header_timeout, self._head_too_slow)
+    listener: Listener
+    guard: ConnectionGuard
+    _last_summary = 0.0
 
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+    def bind(self, listener: Listener, guard: ConnectionGuard) -> None:
+        self.listener, self.guard = listener, guard
 
-        def _head_too_slow(self) -> None:
-            self._head_timer = None
-            cycle = self.cycle
-            if cycle is None or cycle.response_complete:
-                log_event("header_timeout", logging.INFO, seconds=header_timeout)
-                self.transport.close()
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        install_hooks(loop)
+        await super().startup(sockets=[])
+        if self.should_exit:
+            return
+        self.listener.start(loop)
+        self._last_summary = loop.time()
 
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.listener.close()
+        self._summarize()
+        await super().shutdown(sockets=sockets)
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # once a second
+            now = asyncio.get_running_loop().time()
+            if now - self._last_summary >= SUMMARY_EVERY:
+                self._last_summary = now
+                self._summarize()
+            handler = budget_handler()
+            if handler is not None:
+                handler.tick()
+        return await super().on_tick(counter)
 
-        def handle_events(self) -> None:
-            before = self.cycle
-            super().handle_events()
-            if self.cycle is not before:
-                self._disarm()  # a request head arrived whole
-
-        def on_response_complete(self) -> None:
-            if not self.transport.is_closing():
-                self._arm()  # the next head must come in time too
-            super().on_response_complete()
-
-    return DeadlineH11Protocol
+    def _summarize(self) -> None:
+        seconds, counts = self.guard.take_stats()
+        if counts:
+            log_event(
+                "connections",
+                logging.WARNING,
+                seconds=round(seconds, 1),
+                open=self.guard.open,
+                idle=self.guard.idle,
+                **counts,
+            )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -140,7 +182,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets
     # only when the protocol says TCP, and without it every answer on a
@@ -152,7 +194,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise UsageError(f"--listen: cannot bind {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
 
@@ -167,20 +209,37 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     limits: Limits | None = None,
+    log_bytes_per_minute: int = DEFAULT_LOG_BYTES_PER_MINUTE,
 ) -> None:
     """Serve until SIGTERM/SIGINT. Raises :class:`~tka.errors.TKAError` on bad settings."""
-    import uvicorn
-
     limits = limits or Limits()
-    if limits.header_timeout <= 0 or limits.body_timeout <= 0 or limits.body_min_rate <= 0:
+    if (
+        limits.header_timeout <= 0
+        or limits.first_byte_timeout <= 0
+        or limits.body_timeout <= 0
+        or limits.body_min_rate <= 0
+    ):
         raise UsageError("timeouts and the minimum body rate must be positive")
     if limits.max_connections < 1:
         raise UsageError("--max-connections: must be at least 1")
+    if limits.max_connections_per_address < 1:
+        raise UsageError("--max-connections-per-address: must be at least 1")
+    if limits.backlog < 1:
+        raise UsageError("--backlog: must be at least 1")
+    if limits.spare_fds < 0:
+        raise UsageError("--spare-fds: must not be negative")
+    if log_bytes_per_minute < 10_000:
+        raise UsageError("--log-bytes-per-minute: must be at least 10000")
+    trusted = TrustedProxies(limits.trusted_proxies)
 
-    config_dict = log_config(log_level)
+    config_dict = log_config(log_level, log_bytes_per_minute)
     logging.config.dictConfig(config_dict)
+    install_hooks()
+    soft_before, soft, hard = raise_soft_limit()
+    cap = connection_cap(limits.max_connections, soft, limits.spare_fds)
     host, port = parse_listen(listen)
     store = open_store(store_url)
+    guard = ConnectionGuard(cap, limits.max_connections_per_address, trusted.__contains__)
     try:
         service = ControlService(store)
         app = create_app(
@@ -188,7 +247,7 @@ def serve(
             on_shutdown=store.close,
             body_limits=BodyLimits(limits.body_timeout, limits.body_min_rate),
         )
-        sock = _bind(host, port)
+        sock = _bind(host, port, limits.backlog)
     except BaseException:
         store.close()
         raise
@@ -200,9 +259,25 @@ def serve(
         address=f"{bound_host}:{bound_port}",
         store=store.url_scheme,
         tls=bool(tls_cert),
+        max_connections=cap,
+        per_address=limits.max_connections_per_address,
+        fd_limit=soft,
+        fd_limit_before=soft_before,
+        fd_hard_limit=hard,
+        trusted_proxies=len(trusted.networks),
     )
+    if cap < limits.max_connections:
+        log_event(
+            "max_connections_lowered",
+            logging.WARNING,
+            requested=limits.max_connections,
+            used=cap,
+            fd_limit=soft,
+            spare_fds=limits.spare_fds,
+        )
+    protocol_class = guarded_protocol_class(guard, limits.first_byte_timeout, limits.header_timeout)
     config = uvicorn.Config(
-        app,
+        ForwardedLimit(app, trusted, guard) if trusted else app,
         log_config=config_dict,
         access_log=False,
         lifespan="on",
@@ -210,18 +285,44 @@ def serve(
         server_header=False,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        http=_h11_with_header_deadline(limits.header_timeout),
+        http=protocol_class,
         ws="none",
         h11_max_incomplete_event_size=limits.max_head_bytes,
         timeout_keep_alive=limits.keep_alive,
-        limit_concurrency=limits.max_connections,
+        # Forwarded addresses are tka's business (ForwardedLimit): uvicorn
+        # would otherwise believe X-Forwarded-For from 127.0.0.1.
+        proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    config.load()  # the TLS context, the protocol class (uvicorn would load it later)
+    server = GuardedServer(config)
+    state = server.server_state
+
+    def make_protocol(slot: Slot) -> asyncio.Protocol:
+        proto = protocol_class(config=config, server_state=state, app_state=server.lifespan.state)
+        proto.slot = slot
+        return proto
+
+    server.bind(
+        Listener(
+            sock,
+            guard,
+            make_protocol,
+            ssl_context=config.ssl if tls_cert else None,
+            handshake_timeout=limits.header_timeout,
+            first_byte_timeout=limits.first_byte_timeout,
+        ),
+        guard,
+    )
     # uvicorn handles SIGTERM itself (graceful shutdown), then re-raises it
     # under the handler that was there before: make that one a clean exit,
     # so a graceful stop ends with status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        handler = budget_handler()
+        if handler is not None:
+            handler.tick(force=True)  # what was dropped since the last summary
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
