@@ -244,21 +244,52 @@ def _tailscale_module(go: str, env: dict[str, str], version: str, work: Path) ->
     return copy
 
 
+def _vendored_oracle_module(go: str, env: dict[str, str], module: Path, work: Path) -> Path:
+    """A scratch copy of *module* with only the oracle's dependencies vendored.
+
+    Go refuses an ``-overlay`` that replaces files in the module cache, so
+    the accessors (below) are laid over a vendored copy of Tailscale's
+    ``tka`` made here at build time; nothing of Tailscale's is kept in the
+    repository. The client tools are dropped first so that only ``tka`` and
+    what it imports are vendored (a few MB).
+    """
+    scratch = work / "oracle-module"
+    scratch.mkdir()
+    for name in ("go.mod", "go.sum"):
+        shutil.copy2(module / name, scratch / name)
+    shutil.copytree(module / "cmd", scratch / "cmd")
+    shutil.copytree(module / "overlay", scratch / "overlay")
+    _run(
+        [
+            go,
+            "mod",
+            "edit",
+            "-droptool=tailscale.com/cmd/tailscaled",
+            "-droptool=tailscale.com/cmd/tailscale",
+        ],
+        scratch,
+        env,
+        "dropping the client tools from the oracle's module",
+    )
+    _run([go, "mod", "vendor"], scratch, env, "vendoring the oracle's dependencies")
+    return scratch
+
+
 def _overlay(go: str, env: dict[str, str], module: Path, work: Path) -> list[str]:
-    """``-overlay`` arguments adding ``overlay/*.go.in`` into Tailscale's tka package.
+    """``-overlay`` arguments adding ``overlay/*.go.in`` into the vendored tka package.
 
     The oracle reports an authority's state and oldest ancestor, which Go's
     package keeps unexported; the overlay adds read-only accessors beside the
-    package at build time, leaving the module itself untouched.
+    package at build time, leaving Tailscale's files as they are.
     """
     sources = sorted((module / "overlay").glob("*.go.in"))
     if not sources:
         return []
     pkg_dir = _run(
-        [go, "list", "-mod=mod", "-f", "{{.Dir}}", "tailscale.com/tka"],
+        [go, "list", "-mod=vendor", "-f", "{{.Dir}}", "tailscale.com/tka"],
         module,
         env,
-        "locating tailscale.com/tka",
+        "locating the vendored tailscale.com/tka",
     ).strip()
     replace = {str(Path(pkg_dir) / src.name[: -len(".in")]): str(src) for src in sources}
     overlay = work / "overlay.json"
@@ -284,9 +315,8 @@ def build_oracle(version: str | None = None) -> Path:
     key = _digest(["oracle", version, _go_version(go, env)], _source_files(TAILSCALE_MODULE_DIR))
 
     def build_oracle_into(out: Path, work: Path) -> None:
-        module = _tailscale_module(go, env, version, work)
-        mod_flag = "-mod=readonly" if module == TAILSCALE_MODULE_DIR else "-mod=mod"
-        cmd = [go, "build", mod_flag, "-trimpath", *_overlay(go, env, module, work)]
+        module = _vendored_oracle_module(go, env, _tailscale_module(go, env, version, work), work)
+        cmd = [go, "build", "-mod=vendor", "-trimpath", *_overlay(go, env, module, work)]
         _run(
             [*cmd, "-o", str(out / "tka-oracle"), "./cmd/tka-oracle"],
             module,
