@@ -988,6 +988,66 @@ class Suite:
                 "leaves them; limit = `python -c pass` (same interpreter), timed alternately",
             )
 
+    # -- the control service's front feed ----------------------------------------------------
+
+    def front_state(self) -> None:
+        name = "Front/state-10000"
+        if not self.want(name):
+            return
+        from tka.control.service import ControlService
+        from tka.control.store import NodeRow, open_store
+        from tka.sig import sign_direct
+
+        n_nodes = 10_000
+        path = self.dir / "front-control.db"
+        store = open_store(f"sqlite:///{path}")
+        try:
+            svc = ControlService(store)
+            svc.create_tailnet("t")
+            seed = ed25519.generate_seed()
+            with store.write("t") as txn:
+                for i in range(1, n_nodes + 1):
+                    k = os.urandom(32)
+                    txn.insert_node(
+                        NodeRow(
+                            node_id=0,
+                            tailnet="t",
+                            node_key=k,
+                            token_hash=b"",
+                            signature=sign_direct(seed, k).to_bytes(),
+                            front_id=i,
+                        )
+                    )
+            assert len(json.loads(svc.front_state_json("t"))["Signatures"]) == n_nodes
+
+            def fresh() -> ControlService:
+                svc._front_state_cache.clear()  # as after a change: the answer is built anew
+                return svc
+
+            def limit(_: object) -> None:
+                # The bare read of the same rows, without building anything.
+                conn = sqlite3.connect(path)
+                try:
+                    conn.execute(
+                        "SELECT front_id, signature FROM nodes WHERE tailnet = 't' "
+                        "AND front_id IS NOT NULL AND signature IS NOT NULL"
+                    ).fetchall()
+                finally:
+                    conn.close()
+
+            self.add(
+                name,
+                Timed(lambda s: s.front_state_json("t"), fresh, 1, per_call=True),
+                Timed(limit, number=1),
+                None,
+                Target(absolute=0.05),
+                note=f"GET /state's answer (JSON bytes) for {n_nodes} fed nodes with signatures, "
+                "built anew (SQLite); served again from memory while the sequence number "
+                "stays; limit = the bare SELECT of the same rows",
+            )
+        finally:
+            store.close()
+
     # -- all -----------------------------------------------------------------------------
 
     def run_all(self) -> list[Row]:
@@ -1001,6 +1061,7 @@ class Suite:
         self.inform()
         self.missing()
         self.kdf()
+        self.front_state()
         self.cli_startup()
         return self.rows
 

@@ -27,9 +27,12 @@ from tka.nlkeys import NLPublic, NodePublic
 from ._common import (
     EXIT_USAGE,
     MAX_SMALL_INPUT_BYTES,
+    Fail,
     emit,
     fail,
+    force_option,
     global_opt,
+    output_plan,
     read_arg,
     read_input,
     write_output,
@@ -82,9 +85,16 @@ def _default_store() -> str:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Key of --tls-cert.")
 @click.option(
+    "--first-byte-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds a new connection has to send its first byte; then it is closed.",
+)
+@click.option(
     "--header-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
+    default=10.0,
     show_default=True,
     help="Seconds a client has to send a whole request head; then it is cut off.",
 )
@@ -107,7 +117,45 @@ def _default_store() -> str:
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Concurrent connections; past it new requests get 503.",
+    help="Concurrent connections (lowered to fit the descriptor limit); when full, "
+    "the longest-idle connection is closed for a new one, else 503.",
+)
+@click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Concurrent connections per client address (behind --trusted-proxy: "
+    "requests per forwarded address); 503 past it.",
+)
+@click.option(
+    "--spare-fds",
+    type=click.IntRange(min=0),
+    default=128,
+    show_default=True,
+    help="File descriptors kept out of --max-connections for the store and logs.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS[/BITS]",
+    help="A reverse proxy whose X-Forwarded-For is believed (repeatable); its "
+    "requests count against the right-most untrusted address in it.",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Connections the kernel queues until accepted (capped by net.core.somaxconn).",
+)
+@click.option(
+    "--log-bytes-per-minute",
+    type=click.IntRange(min=10_000),
+    default=1_000_000,
+    show_default=True,
+    help="Most log written in any minute; repeated lines past it are counted and summarized.",
 )
 def serve(
     listen: str,
@@ -117,17 +165,25 @@ def serve(
     graceful_timeout: float,
     tls_cert: str | None,
     tls_key: str | None,
+    first_byte_timeout: float,
     header_timeout: float,
     body_timeout: float,
     body_min_rate: float,
     max_connections: int,
+    max_connections_per_address: int,
+    spare_fds: int,
+    trusted_proxies: tuple[str, ...],
+    backlog: int,
+    log_bytes_per_minute: int,
 ) -> None:
     """Run the tailnet-lock control service (Tailscale's TKA RPCs over HTTP).
 
     Logs are JSON lines on stderr. Stop with SIGTERM or Ctrl-C: requests in
     flight finish, and every answered write is already committed. Slow
-    clients are cut off (--header-timeout, --body-timeout, --body-min-rate);
-    a request's token is checked before its body is read.
+    clients are cut off (--first-byte-timeout, --header-timeout,
+    --body-timeout, --body-min-rate); connections are capped per address and
+    overall, idle ones making room for new ones; a request's token is checked
+    before its body is read. See SECURITY.md for what each limit protects.
 
     \b
     Examples:
@@ -154,12 +210,23 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         limits=Limits(
+            first_byte_timeout=first_byte_timeout,
             header_timeout=header_timeout,
             body_timeout=body_timeout,
             body_min_rate=body_min_rate,
             max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
+            spare_fds=spare_fds,
+            trusted_proxies=trusted_proxies,
+            backlog=backlog,
         ),
+        log_bytes_per_minute=log_bytes_per_minute,
     )
+
+
+#: The service uses none of the node-side global options (--state-dir,
+#: --passphrase-file, --control, --lock-timeout): 'tka serve --help' lists only --debug.
+serve.tka_global_options = ("debug",)  # type: ignore[attr-defined]
 
 
 # -- tka control (admin) ---------------------------------------------------------------------
@@ -219,14 +286,24 @@ def control(control_url: str | None, admin_token_file: str | None) -> None:
 @control.command("admin-token")
 @click.option("--store", "store_url", required=True, envvar="TKA_STORE", help="The store URL.")
 @click.option("--label", default="", help="A note kept with the token's hash.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write it here (0600).")
-def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write it to this new file (0600; '-': stdout, as without --out).",
+)
+@force_option
+def admin_token_cmd(store_url: str, label: str, out_file: str | None, force: bool) -> None:
     """Mint an admin token directly in the store (only its hash is kept).
+
+    The --out file must be new (--force replaces a file); a folder, link,
+    device or FIFO is refused before anything is minted.
 
     \b
     Example:
       tka control admin-token --store sqlite:///srv/control.db --out admin.token
     """
+    _check_secret_out(out_file, force)  # before anything is minted
     from tka.control.service import ControlService
     from tka.control.store import open_store
 
@@ -235,11 +312,34 @@ def admin_token_cmd(store_url: str, label: str, out_file: str | None) -> None:
         token = ControlService(store).mint_admin_token(label)
     finally:
         store.close()
-    if out_file:
-        write_output(out_file, (token + "\n").encode(), secret=True)
+    lost = "; the token was minted but not kept: revoke it (see 'tka control admin-tokens')"
+    if _write_secret(out_file, (token + "\n").encode(), force, lost):
         click.echo(f"Admin token written to {out_file}.")
-    else:
-        click.echo(token)
+
+
+def _check_secret_out(out_file: str | None, force: bool) -> None:
+    """Refuse an --out path before anything is minted (exit 2 naming what is there)."""
+    if force and not out_file:
+        fail("--force applies to --out FILE", EXIT_USAGE)
+    if out_file:
+        output_plan(out_file, secret=True, force=force)
+
+
+def _write_secret(out_file: str | None, data: bytes, force: bool, lost: str) -> bool:
+    """Write a just-minted secret to --out (or stdout); whether it went to a file.
+
+    The path was checked before minting; if the write still fails, the
+    message ends with *lost*, saying how to recover.
+    """
+    if not out_file or out_file == "-":
+        sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+        sys.stdout.flush()
+        return False
+    try:
+        write_output(out_file, data, secret=True, force=force)
+    except Fail as exc:
+        raise Fail(f"{exc}{lost}", exc.code) from None
+    return True
 
 
 @control.command("create-tailnet")
@@ -313,8 +413,12 @@ def _key_arg(text: str | None, what: str) -> bytes:
     help="Allow this node to initialize tailnet lock (init/begin); off by default.",
 )
 @click.option(
-    "--out", "out_file", type=click.Path(dir_okay=False), help="Write the credentials here (0600)."
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the credentials to this new file (0600; '-': stdout, as without --out).",
 )
+@force_option
 @click.pass_context
 def register_cmd(
     ctx: click.Context,
@@ -325,6 +429,7 @@ def register_cmd(
     name: str,
     may_init: bool,
     out_file: str | None,
+    force: bool,
 ) -> None:
     """Register NODE_KEY in TAILNET and mint the node's token.
 
@@ -332,7 +437,8 @@ def register_cmd(
     included: hand them to the node for 'tka lock login'. The token is shown
     once; the service keeps only its hash. Only a node registered with
     --may-init (or granted it later with 'tka control allow-init') may
-    initialize tailnet lock.
+    initialize tailnet lock. The --out file must be new (--force replaces a
+    file); a folder, link, device or FIFO is refused before registering.
 
     \b
     Example:
@@ -342,6 +448,7 @@ def register_cmd(
         nk = NodePublic.from_text(read_arg(node_key))
     except DecodeError as exc:
         fail(f"node key: {exc}", EXIT_USAGE)
+    _check_secret_out(out_file, force)
     out = _admin(ctx).register_node(
         tailnet,
         nk,
@@ -350,16 +457,17 @@ def register_cmd(
         name,
         may_init=may_init,
     )
-    _write_credentials(out, out_file, f"Registered node {out['NodeID']}")
+    _write_credentials(out, out_file, force, f"Registered node {out['NodeID']}")
 
 
-def _write_credentials(out: dict[str, Any], out_file: str | None, what: str) -> None:
+def _write_credentials(out: dict[str, Any], out_file: str | None, force: bool, what: str) -> None:
     text = json.dumps(out, indent=1)
-    if out_file:
-        write_output(out_file, text.encode(), secret=True)
+    lost = (
+        f"; node {out.get('NodeID')}'s new token is lost: run 'tka control remint-token "
+        f"{out.get('Tailnet')} {out.get('NodeID')} --out FILE'"
+    )
+    if _write_secret(out_file, (text + "\n").encode(), force, lost):
         click.echo(f"{what}; credentials written to {out_file}.")
-    else:
-        click.echo(text)
 
 
 @control.command("allow-init")
@@ -382,20 +490,29 @@ def allow_init_cmd(ctx: click.Context, tailnet: str, node_id: int, revoke: bool)
 @click.argument("tailnet")
 @click.argument("node_id", type=click.IntRange(min=0))
 @click.option(
-    "--out", "out_file", type=click.Path(dir_okay=False), help="Write the credentials here (0600)."
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the credentials to this new file (0600; '-': stdout, as without --out).",
 )
+@force_option
 @click.pass_context
-def remint_token_cmd(ctx: click.Context, tailnet: str, node_id: int, out_file: str | None) -> None:
+def remint_token_cmd(
+    ctx: click.Context, tailnet: str, node_id: int, out_file: str | None, force: bool
+) -> None:
     """Give node NODE_ID a new token; the old one stops working at once.
 
     Prints (or writes to --out) the node's credentials, as 'register' does.
+    The --out file must be new (--force replaces a file, such as the node's
+    old credentials); it is checked before the old token is revoked.
 
     \b
     Example:
       tka control remint-token example 1 --out n1.json
     """
+    _check_secret_out(out_file, force)
     out = _admin(ctx).remint_node_token(tailnet, node_id)
-    _write_credentials(out, out_file, f"New token for node {node_id}")
+    _write_credentials(out, out_file, force, f"New token for node {node_id}")
 
 
 @control.command("admin-tokens")
@@ -433,6 +550,100 @@ def revoke_admin_token_cmd(ctx: click.Context, token_id: int) -> None:
     """
     _admin(ctx).revoke_admin_token(token_id)
     click.echo(f"Revoked admin token {token_id}.")
+
+
+# -- front tokens (a patched Headscale relaying to tka serve) ---------------------------------
+
+
+@control.command("front-token")
+@click.argument("tailnet")
+@click.option("--label", default="", help="A note kept with the token's hash.")
+@click.option(
+    "--store",
+    "store_url",
+    help="Mint directly in the store at this URL (no running service or admin token needed).",
+)
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write it to this new file (0600); '-' prints it.",
+)
+@force_option
+@click.pass_context
+def front_token_cmd(
+    ctx: click.Context, tailnet: str, label: str, store_url: str | None, out_file: str, force: bool
+) -> None:
+    """Mint a front token for TAILNET (only its hash is kept).
+
+    A front (a patched Headscale) uses it to feed its nodes, relay their
+    tailnet-lock requests and read signatures and head
+    (integrations/headscale/FRONT-API.md). It is scoped to TAILNET and can
+    neither sign nor admit a node by itself. The --out file must be new
+    (--force replaces a file).
+
+    \b
+    Examples:
+      tka control front-token example --label hs --out front.token
+      tka control front-token example --store sqlite:control.db --out front2.token
+    """
+    _check_secret_out(out_file, force)
+    if store_url:
+        from tka.control.service import ControlService
+        from tka.control.store import open_store
+
+        store = open_store(store_url)
+        try:
+            out = ControlService(store).mint_front_token(tailnet, label)
+        finally:
+            store.close()
+    else:
+        out = _admin(ctx).mint_front_token(tailnet, label)
+    lost = (
+        f"; front token {out['ID']} was minted but not kept: revoke it with "
+        f"'tka control revoke-front-token {out['ID']}'"
+    )
+    if _write_secret(out_file, (str(out["Token"]) + "\n").encode(), force, lost):
+        click.echo(f"Front token {out['ID']} for tailnet {tailnet} written to {out_file}.")
+
+
+@control.command("front-tokens")
+@click.argument("tailnet", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def front_tokens_cmd(ctx: click.Context, tailnet: str | None, as_json: bool) -> None:
+    """List the front tokens (of TAILNET): ID, tailnet, creation time, label (never the secret).
+
+    \b
+    Example:
+      tka control front-tokens example --json
+    """
+    import datetime
+
+    out = _admin(ctx).front_tokens(tailnet)
+    lines = ["ID\tTAILNET\tCREATED\tLABEL"] if out else []
+    lines += [
+        f"{t['ID']}\t{t['Tailnet']}\t"
+        f"{datetime.datetime.fromtimestamp(t['Created'], datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\t"
+        f"{t['Label'] or '-'}"
+        for t in out
+    ]
+    emit(out, as_json, "\n".join(lines) or "(no front tokens)")
+
+
+@control.command("revoke-front-token")
+@click.argument("token_id", type=click.IntRange(min=0))
+@click.pass_context
+def revoke_front_token_cmd(ctx: click.Context, token_id: int) -> None:
+    """Revoke front token TOKEN_ID (see 'front-tokens'); it stops working at once.
+
+    \b
+    Example:
+      tka control revoke-front-token 1
+    """
+    _admin(ctx).revoke_front_token(token_id)
+    click.echo(f"Revoked front token {token_id}.")
 
 
 def _nodes_text(nodes: list[Any]) -> str:

@@ -35,6 +35,9 @@ Routes::
     POST /admin/tailnets/{name}/nodes/{id}/token           re-mint the node token
     GET|POST /admin/tokens                                 list / mint admin tokens
     DELETE /admin/tokens/{id}                              revoke an admin token
+    /front/v1/tailnets/{name}/...                          front token: see front.py
+    GET|POST /admin/tailnets/{name}/front-tokens           list / mint front tokens
+    GET  /admin/front-tokens, DELETE /admin/front-tokens/{id}
 
 Tokens travel as ``Authorization: Bearer <token>``.
 """
@@ -165,8 +168,10 @@ def _tailnet_param(request: Request) -> str:
     return str(request.path_params["name"])
 
 
-def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-    """Error mapping and one structured log line around an endpoint."""
+def _wrap(
+    endpoint: Endpoint, error: Callable[[int, str, str], Response] = _error
+) -> Callable[[Request], Awaitable[Response]]:
+    """Error mapping (answered by *error*) and one structured log line around an endpoint."""
 
     async def run(request: Request) -> Response:
         ctx = RequestContext()
@@ -176,10 +181,10 @@ def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             response = await endpoint(request, ctx)
         except TKAError as exc:
             status, code = http_status(exc)
-            response = _error(status, code, str(exc))
+            response = error(status, code, str(exc))
         except ClientDisconnect:
             status, code = 400, "client_disconnected"
-            response = _error(status, code, "client disconnected")
+            response = error(status, code, "client disconnected")
         except Exception:
             # A bug: say so without details, log where it happened.
             logging.getLogger("tka.server").exception(
@@ -187,7 +192,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
                 extra={"fields": {"event": "internal_error", "path": request.url.path}},
             )
             code = "internal"
-            response = _error(500, code, "internal error")
+            response = error(500, code, "internal error")
         if code == "request_timeout":
             # A body too slow to wait for: the connection goes with it.
             response.headers["connection"] = "close"
@@ -356,7 +361,12 @@ def create_app(
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        response = _error(status, code, str(detail))
+        if request.url.path.startswith("/front/"):
+            from .front import front_error
+
+            response = front_error(status, code, str(detail))
+        else:
+            response = _error(status, code, str(detail))
         log_event("request", method=request.method, path=request.url.path, status=status, code=code)
         return response
 
@@ -382,12 +392,19 @@ def create_app(
         Route("/admin/tailnets/{name}/log", _wrap(admin_log), methods=["GET"]),
         Route("/admin/tailnets/{name}/affected-sigs", _wrap(admin_affected), methods=["GET"]),
     ]
+    # The front API (a patched Headscale relaying to this service): server/front.py.
+    from .front import ChangeWaiter, front_routes
+
+    waiter = ChangeWaiter()
+    service.store.add_change_listener(waiter.notify)
+    routes += front_routes(service, _body_of, admin, waiter)
 
     from collections.abc import AsyncIterator
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        waiter.start()
         log_event("started", store=service.store.url_scheme)
         try:
             yield

@@ -37,6 +37,7 @@ WORKLOADS = [
     "MissingAUMs/ahead-for-behind",
     "MissingAUMs/behind-for-ahead",
     "DisablementKDF",
+    "Front/state-10000",
     "CLI/version-startup",
     "CLI/status-startup",
 ]

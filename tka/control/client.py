@@ -323,6 +323,22 @@ class AdminClient:
         """Revoke an admin token."""
         self._http.json("DELETE", f"/admin/tokens/{token_id}")
 
+    def mint_front_token(self, tailnet: str, label: str = "") -> dict[str, Any]:
+        """A new front token for *tailnet*: ``ID``, ``Label``, ``Token`` (shown once)."""
+        body = {"Label": label}
+        out: dict[str, Any] = self._http.json("POST", self._path(tailnet, "/front-tokens"), body)
+        return out
+
+    def front_tokens(self, tailnet: str | None = None) -> list[dict[str, Any]]:
+        """Front tokens (of one tailnet): ``ID``, ``Tailnet``, ``Label``, ``Created``."""
+        path = "/admin/front-tokens" if tailnet is None else self._path(tailnet, "/front-tokens")
+        out: list[dict[str, Any]] = self._http.json("GET", path)["Tokens"]
+        return out
+
+    def revoke_front_token(self, token_id: int) -> None:
+        """Revoke a front token."""
+        self._http.json("DELETE", f"/admin/front-tokens/{token_id}")
+
 
 # -- what a node keeps ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from tka.control.errors import StoreUnavailable
@@ -43,7 +43,10 @@ _SCHEMA: Final = (
         support_disablement BLOB,
         version             INTEGER NOT NULL DEFAULT 0,
         created             REAL NOT NULL,
-        updated             REAL NOT NULL
+        updated             REAL NOT NULL,
+        seq                 INTEGER NOT NULL DEFAULT 0,
+        head_seq            INTEGER NOT NULL DEFAULT 0,
+        seq_floor           INTEGER NOT NULL DEFAULT 0
     )
     """,
     """
@@ -70,6 +73,7 @@ _SCHEMA: Final = (
         created         REAL NOT NULL,
         updated         REAL NOT NULL,
         may_init        INTEGER NOT NULL DEFAULT 0,
+        front_id        INTEGER,
         UNIQUE (tailnet, node_key)
     )
     """,
@@ -89,6 +93,30 @@ _SCHEMA: Final = (
         PRIMARY KEY (tailnet, state_id1, state_id2)
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS front_tokens (
+        token_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        tailnet    TEXT NOT NULL REFERENCES tailnets (name) ON DELETE CASCADE,
+        token_hash BLOB NOT NULL,
+        label      TEXT NOT NULL DEFAULT '',
+        created    REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS sig_changes (
+        tailnet  TEXT NOT NULL REFERENCES tailnets (name) ON DELETE CASCADE,
+        front_id INTEGER NOT NULL,
+        seq      INTEGER NOT NULL,
+        deleted  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tailnet, front_id)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS sig_changes_by_seq ON sig_changes (tailnet, seq)",
+)
+
+#: Created after the upgrade added ``front_id`` to an older database.
+_FRONT_INDEX: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_front ON nodes (tailnet, front_id)"
 )
 
 _BUSY_TIMEOUT_S: Final = 30.0
@@ -106,6 +134,7 @@ class SQLiteControlStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._listeners: list[Callable[[str], None]] = []
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -128,6 +157,16 @@ class SQLiteControlStore:
                     # Version 1: no node could be told apart, so none may init
                     # until an admin grants it.
                     conn.execute("ALTER TABLE nodes ADD COLUMN may_init INTEGER NOT NULL DEFAULT 0")
+                if "front_id" not in cols:
+                    # Version 2: no node was fed by a front.
+                    conn.execute("ALTER TABLE nodes ADD COLUMN front_id INTEGER")
+                tcols = {r[1] for r in conn.execute("PRAGMA table_info(tailnets)")}
+                for col in ("seq", "head_seq", "seq_floor"):
+                    if col not in tcols:
+                        conn.execute(
+                            f"ALTER TABLE tailnets ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+                        )
+                conn.execute(_FRONT_INDEX)
                 conn.execute(
                     "INSERT INTO tka_control_meta (name, value) VALUES ('schema_version', ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -175,13 +214,21 @@ class SQLiteControlStore:
         with self._errors("using"):
             conn = self._conn()
             conn.execute(begin)
+            txn = SQLTransaction(conn)
             try:
-                yield SQLTransaction(conn)
+                yield txn
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        for name in txn.bumped:
+            for listener in list(self._listeners):
+                listener(name)
+
+    def add_change_listener(self, listener: Callable[[str], None]) -> None:
+        """Call *listener* (tailnet name) after a commit that moved the tailnet's ``seq``."""
+        self._listeners.append(listener)
 
     def read(self) -> contextlib.AbstractContextManager[SQLTransaction]:
         """A deferred transaction: one snapshot for every statement in it."""

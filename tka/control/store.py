@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
@@ -42,6 +42,7 @@ __all__ = [
     "STATUS_PENDING",
     "AdminTokenRow",
     "ControlStore",
+    "FrontTokenRow",
     "NodeRow",
     "SQLTransaction",
     "TailnetRow",
@@ -55,8 +56,16 @@ STATUS_ENABLED: Final = "enabled"
 STATUS_DISABLED: Final = "disabled"
 
 #: Version of the control schema this code writes (``tka_control_meta``).
-#: 2 added ``nodes.may_init``; a version-1 database is upgraded on open.
-SCHEMA_VERSION: Final = 2
+#: 2 added ``nodes.may_init``; 3 added fronts (``nodes.front_id``,
+#: ``front_tokens``, the tailnet's change sequence ``tailnets.seq`` and
+#: ``sig_changes``). An older database is upgraded when it is opened.
+SCHEMA_VERSION: Final = 3
+
+#: Removed front nodes are remembered in the change feed (so a front learns
+#: their signature is gone); past this many per tailnet the oldest half is
+#: forgotten, and a front asking for changes from before them must re-read
+#: the whole state (``Reset``).
+MAX_TOMBSTONES: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,14 @@ class TailnetRow:
     version: int = 0
     created: float = 0.0
     updated: float = 0.0
+    seq: int = 0
+    """The tailnet's change sequence number: bumped, in the same transaction,
+    by every change of the head, of enabled/disabled, and of a front node's
+    signature (never written through :meth:`Transaction.save_tailnet`)."""
+    head_seq: int = 0
+    """The ``seq`` of the last change of the head or of enabled/disabled."""
+    seq_floor: int = 0
+    """Changes after this ``seq`` are all on record (``sig_changes``)."""
 
     def __repr__(self) -> str:
         # Secrets stay out of logs and tracebacks.
@@ -101,6 +118,9 @@ class NodeRow:
     updated: float = 0.0
     may_init: bool = False
     """Whether the node may begin tailnet lock initialization (``init/begin``)."""
+    front_id: int | None = None
+    """The front's own node ID (uint64) for a node a front fed; such a node
+    has no token (``token_hash`` is empty and matches none)."""
 
     def __repr__(self) -> str:
         return f"NodeRow(node_id={self.node_id}, tailnet={self.tailnet!r})"
@@ -113,6 +133,20 @@ class AdminTokenRow:
     token_id: int
     label: str
     created: float
+
+
+@dataclass(frozen=True)
+class FrontTokenRow:
+    """A front token: scoped to one tailnet. ``token_hash`` is never listed."""
+
+    token_id: int
+    tailnet: str
+    label: str
+    created: float
+    token_hash: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"FrontTokenRow(token_id={self.token_id}, tailnet={self.tailnet!r})"
 
 
 class Transaction(Protocol):
@@ -186,6 +220,35 @@ class Transaction(Protocol):
         """Remember the state IDs of an authority that was disabled."""
         ...
 
+    def front_node(self, tailnet: str, front_id: int) -> NodeRow | None:
+        """The node a front fed under its ID *front_id* (uint64)."""
+        ...
+
+    def front_signatures(self, tailnet: str) -> list[tuple[int, bytes]]:
+        """(front ID, signature) of every fed node that has a signature."""
+        ...
+
+    def front_changes(self, tailnet: str, since: int) -> list[tuple[int, bytes | None]]:
+        """(front ID, current signature or ``None``) of every fed node whose
+        signature changed after sequence number *since*."""
+        ...
+
+    def insert_front_token(self, tailnet: str, token_hash: bytes, label: str, now: float) -> int:
+        """Keep a front token's hash; returns the token's ID."""
+        ...
+
+    def front_token(self, token_id: int) -> FrontTokenRow | None:
+        """A front token by ID, with its hash."""
+        ...
+
+    def front_tokens(self, tailnet: str | None = None) -> list[FrontTokenRow]:
+        """Every front token (of one tailnet), by ID, without hashes."""
+        ...
+
+    def delete_front_token(self, token_id: int) -> bool:
+        """Forget a front token; whether there was one."""
+        ...
+
     def is_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> bool:
         """Whether an authority with these state IDs was disabled in this tailnet."""
         ...
@@ -206,6 +269,13 @@ class ControlStore(Protocol):
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
+        ...
+
+    def add_change_listener(self, listener: Callable[[str], None]) -> None:
+        """Call *listener* (tailnet name) after a write that moved a tailnet's ``seq`` commits.
+
+        In-process only: another replica's commits are not seen here.
+        """
         ...
 
     def close(self) -> None:
@@ -254,11 +324,11 @@ AUM_CACHE: Final = _AUMCache()
 
 _TAILNET_COLS: Final = (
     "name, status, head, laa, pending_genesis, pending_node, disablement_secret, "
-    "support_disablement, version, created, updated"
+    "support_disablement, version, created, updated, seq, head_seq, seq_floor"
 )
 _NODE_COLS: Final = (
     "node_id, tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, signature, "
-    "reported_head, created, updated, may_init"
+    "reported_head, created, updated, may_init, front_id"
 )
 
 
@@ -279,6 +349,9 @@ def _tailnet_row(r: Sequence[Any]) -> TailnetRow:
         version=int(r[8]),
         created=float(r[9]),
         updated=float(r[10]),
+        seq=int(r[11]),
+        head_seq=int(r[12]),
+        seq_floor=int(r[13]),
     )
 
 
@@ -296,6 +369,7 @@ def _node_row(r: Sequence[Any]) -> NodeRow:
         created=float(r[9]),
         updated=float(r[10]),
         may_init=bool(r[11]),
+        front_id=None if r[12] is None else _unsigned64(int(r[12])),
     )
 
 
@@ -309,6 +383,9 @@ class SQLTransaction:
     def __init__(self, conn: Any, paramstyle: str = "qmark") -> None:
         self._conn = conn
         self._pg = paramstyle == "format"
+        #: The sequence number this transaction moved each tailnet to (one
+        #: bump per transaction, whatever it changes).
+        self.bumped: dict[str, int] = {}
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run *sql* and return every row it produces (empty for statements)."""
@@ -347,6 +424,10 @@ class SQLTransaction:
         return row
 
     def save_tailnet(self, row: TailnetRow, now: float) -> TailnetRow:
+        old = self._one("SELECT status, head FROM tailnets WHERE name = ?", (row.name,))
+        if old is not None and _visible(str(old[0]), _b(old[1])) != _visible(row.status, row.head):
+            seq = self._bump(row.name)
+            self.execute("UPDATE tailnets SET head_seq = ? WHERE name = ?", (seq, row.name))
         self.execute(
             "UPDATE tailnets SET status = ?, head = ?, laa = ?, pending_genesis = ?, "
             "pending_node = ?, disablement_secret = ?, support_disablement = ?, "
@@ -397,10 +478,12 @@ class SQLTransaction:
     def insert_node(self, row: NodeRow) -> NodeRow:
         if self.node_by_key(row.tailnet, row.node_key) is not None:
             raise Conflict("a node with this node key is already registered in the tailnet")
+        if row.front_id is not None and self.front_node(row.tailnet, row.front_id) is not None:
+            raise Conflict(f"front node {row.front_id} is already in the tailnet")
         r = self._one(
             "INSERT INTO nodes (tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, "
-            "signature, reported_head, created, updated, may_init) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING node_id",
+            "signature, reported_head, created, updated, may_init, front_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING node_id",
             (
                 row.tailnet,
                 row.node_key,
@@ -413,15 +496,21 @@ class SQLTransaction:
                 row.created,
                 row.updated,
                 bool(row.may_init),
+                None if row.front_id is None else _signed64(row.front_id),
             ),
         )
         assert r is not None
+        if row.front_id is not None and row.signature is not None:
+            self._signature_changed(row.tailnet, row.front_id, deleted=False)
         return replace(row, node_id=int(r[0]))
 
     def save_node(self, row: NodeRow) -> None:
+        old = self._one(
+            "SELECT tailnet, front_id, signature FROM nodes WHERE node_id = ?", (row.node_id,)
+        )
         self.execute(
             "UPDATE nodes SET node_key = ?, signature = ?, reported_head = ?, token_hash = ?, "
-            "updated = ?, may_init = ? WHERE node_id = ?",
+            "updated = ?, may_init = ?, nl_key = ? WHERE node_id = ?",
             (
                 row.node_key,
                 row.signature,
@@ -429,12 +518,126 @@ class SQLTransaction:
                 row.token_hash,
                 row.updated,
                 bool(row.may_init),
+                row.nl_key,
                 row.node_id,
             ),
         )
+        if old is not None and old[1] is not None and _b(old[2]) != row.signature:
+            self._signature_changed(str(old[0]), _unsigned64(int(old[1])), deleted=False)
 
     def delete_node(self, node_id: int) -> None:
+        old = self._one(
+            "SELECT tailnet, front_id, signature FROM nodes WHERE node_id = ?", (node_id,)
+        )
         self.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+        if old is not None and old[1] is not None and old[2] is not None:
+            self._signature_changed(str(old[0]), _unsigned64(int(old[1])), deleted=True)
+
+    # -- the change sequence (fronts) --
+
+    def _bump(self, tailnet: str) -> int:
+        """The tailnet's next sequence number, taken once per transaction."""
+        seq = self.bumped.get(tailnet)
+        if seq is None:
+            r = self._one(
+                "UPDATE tailnets SET seq = seq + 1 WHERE name = ? RETURNING seq", (tailnet,)
+            )
+            assert r is not None
+            seq = self.bumped[tailnet] = int(r[0])
+        return seq
+
+    def _signature_changed(self, tailnet: str, front_id: int, *, deleted: bool) -> None:
+        """Record that a fed node's signature changed (or went with the node)."""
+        seq = self._bump(tailnet)
+        self.execute(
+            "INSERT INTO sig_changes (tailnet, front_id, seq, deleted) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (tailnet, front_id) DO UPDATE SET seq = excluded.seq, "
+            "deleted = excluded.deleted",
+            (tailnet, _signed64(front_id), seq, deleted),
+        )
+        if deleted:
+            self._prune_tombstones(tailnet)
+
+    def _prune_tombstones(self, tailnet: str) -> None:
+        r = self._one("SELECT count(*) FROM sig_changes WHERE tailnet = ? AND deleted", (tailnet,))
+        if r is None or int(r[0]) <= MAX_TOMBSTONES:
+            return
+        cut = self._one(
+            "SELECT seq FROM sig_changes WHERE tailnet = ? AND deleted ORDER BY seq "
+            "LIMIT 1 OFFSET ?",
+            (tailnet, int(r[0]) - MAX_TOMBSTONES // 2 - 1),
+        )
+        assert cut is not None
+        self.execute(
+            "DELETE FROM sig_changes WHERE tailnet = ? AND deleted AND seq <= ?",
+            (tailnet, int(cut[0])),
+        )
+        # A front that last saw a sequence number before the cut cannot
+        # learn of those removals any more: it must re-read the state.
+        self.execute(
+            "UPDATE tailnets SET seq_floor = ? WHERE name = ? AND seq_floor < ?",
+            (int(cut[0]), tailnet, int(cut[0])),
+        )
+
+    # -- fronts --
+
+    def front_node(self, tailnet: str, front_id: int) -> NodeRow | None:
+        r = self._one(
+            f"SELECT {_NODE_COLS} FROM nodes WHERE tailnet = ? AND front_id = ?",
+            (tailnet, _signed64(front_id)),
+        )
+        return None if r is None else _node_row(r)
+
+    def front_signatures(self, tailnet: str) -> list[tuple[int, bytes]]:
+        rows = self.execute(
+            "SELECT front_id, signature FROM nodes WHERE tailnet = ? AND front_id IS NOT NULL "
+            "AND signature IS NOT NULL",
+            (tailnet,),
+        )
+        return [(_unsigned64(int(f)), bytes(s)) for f, s in rows]
+
+    def front_changes(self, tailnet: str, since: int) -> list[tuple[int, bytes | None]]:
+        rows = self.execute(
+            "SELECT c.front_id, n.signature FROM sig_changes c LEFT JOIN nodes n "
+            "ON n.tailnet = c.tailnet AND n.front_id = c.front_id "
+            "WHERE c.tailnet = ? AND c.seq > ?",
+            (tailnet, since),
+        )
+        return [(_unsigned64(int(f)), _b(s)) for f, s in rows]
+
+    def insert_front_token(self, tailnet: str, token_hash: bytes, label: str, now: float) -> int:
+        r = self._one(
+            "INSERT INTO front_tokens (tailnet, token_hash, label, created) VALUES (?, ?, ?, ?) "
+            "RETURNING token_id",
+            (tailnet, token_hash, label, now),
+        )
+        assert r is not None
+        return int(r[0])
+
+    def front_token(self, token_id: int) -> FrontTokenRow | None:
+        r = self._one(
+            "SELECT token_id, tailnet, label, created, token_hash FROM front_tokens "
+            "WHERE token_id = ?",
+            (token_id,),
+        )
+        if r is None:
+            return None
+        return FrontTokenRow(int(r[0]), str(r[1]), str(r[2]), float(r[3]), bytes(r[4]))
+
+    def front_tokens(self, tailnet: str | None = None) -> list[FrontTokenRow]:
+        sql = "SELECT token_id, tailnet, label, created FROM front_tokens"
+        rows = (
+            self.execute(sql + " ORDER BY token_id")
+            if tailnet is None
+            else self.execute(sql + " WHERE tailnet = ? ORDER BY token_id", (tailnet,))
+        )
+        return [FrontTokenRow(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+    def delete_front_token(self, token_id: int) -> bool:
+        rows = self.execute(
+            "DELETE FROM front_tokens WHERE token_id = ? RETURNING token_id", (token_id,)
+        )
+        return bool(rows)
 
     # -- admin tokens --
 
@@ -482,6 +685,16 @@ class SQLTransaction:
 def _signed64(v: int) -> int:
     v &= (1 << 64) - 1
     return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _unsigned64(v: int) -> int:
+    return v & ((1 << 64) - 1)
+
+
+def _visible(status: str, head: bytes | None) -> tuple[bool, bool, bytes | None]:
+    """What a front sees of a tailnet's lock: enabled, disabled, head (when enabled)."""
+    enabled = status == STATUS_ENABLED
+    return enabled, status == STATUS_DISABLED, head if enabled else None
 
 
 class AUMStorage:
