@@ -408,6 +408,217 @@ def _tempdir() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+# -- the control service over HTTP: a fleet of nodes, a server, a load client ----------------
+
+
+@dataclass(frozen=True)
+class _BenchNode:
+    node_id: int
+    token: str
+    key_text: str
+
+
+@dataclass
+class _Fleet:
+    """A lock-enabled tailnet of signed nodes, made through the service and the store."""
+
+    tailnet: str
+    seed: bytes
+    head: bytes
+    nodes: list[_BenchNode]
+
+    @classmethod
+    def build(cls, svc: Any, tailnet: str, n_nodes: int) -> _Fleet:
+        import base64
+        import secrets
+
+        from tka.control import wire
+        from tka.control.service import RequestContext, hash_token
+        from tka.control.store import NodeRow
+        from tka.nlkeys import NodePublic
+
+        seed = hashlib.sha256(b"tka bench server key").digest()
+        svc.create_tailnet(tailnet)
+        first_key = NodePublic(os.urandom(32))
+        out = svc.register_node(
+            tailnet, wire.AdminRegisterRequest(first_key, b"", b"", "n1", may_init=True)
+        )
+        first = _BenchNode(out["NodeID"], out["Token"], first_key.text())
+        keys = (Key.ed25519(ed25519.public_from_seed(seed)),)
+        disablement = hashlib.sha256(b"tka bench server disablement").digest()
+        _, genesis = Authority.create(
+            MemoryStore(), State(None, (disablement,), keys, 1, 2), Signer((seed,))
+        )
+
+        def rpc(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            doc = {"NodeKey": first.key_text, **body}
+            out: dict[str, Any] = svc.handle(path, first.token, doc, RequestContext())
+            return out
+
+        rpc(
+            "/machine/tka/init/begin", {"GenesisAUM": base64.b64encode(genesis.to_bytes()).decode()}
+        )
+        sig = sign_direct(seed, first_key.raw).to_bytes()
+        rpc(
+            "/machine/tka/init/finish",
+            {"Signatures": {str(first.node_id): base64.b64encode(sig).decode()}},
+        )
+        nodes = [first]
+        with svc.store.write(tailnet) as txn:
+            for i in range(2, n_nodes + 1):
+                key = os.urandom(32)
+                secret = secrets.token_urlsafe(32)[:43].ljust(43, "A")
+                row = txn.insert_node(
+                    NodeRow(
+                        node_id=0,
+                        tailnet=tailnet,
+                        node_key=key,
+                        token_hash=hash_token(secret),
+                        name=f"n{i}",
+                        signature=sign_direct(seed, key).to_bytes(),
+                    )
+                )
+                nodes.append(
+                    _BenchNode(
+                        row.node_id, f"tkanode_{row.node_id}_{secret}", NodePublic(key).text()
+                    )
+                )
+        return cls(tailnet, seed, genesis.hash, nodes)
+
+    def change_head(self, srv: _BenchServer) -> bytes:
+        """One AUM (a key added) sent by the first node over HTTP; the new head."""
+        import base64
+
+        new_key = Key.ed25519(ed25519.public_from_seed(hashlib.sha256(b"tka bench key 2").digest()))
+        update = AUM(AUMKind.ADD_KEY, prev_aum_hash=self.head, key=new_key)
+        update = update.with_signatures(Signer((self.seed,)).sign_aum(update.sig_hash))
+        first = self.nodes[0]
+        req = srv.request(
+            "/machine/tka/sync/send",
+            first.token,
+            {
+                "NodeKey": first.key_text,
+                "Head": update.hash_text,
+                "MissingAUMs": [base64.b64encode(update.to_bytes()).decode()],
+            },
+        )
+        srv.answer_size(req)
+        return update.hash
+
+
+@dataclass
+class _Load(Timed):
+    """A run is *requests* HTTP requests in one batch; timed per request (1 / throughput)."""
+
+    requests: int = 1
+
+    def run(self) -> float:
+        return super().run() / self.requests
+
+
+class _BenchServer:
+    """``bench/_serve.py serve`` (``tka serve`` plus the bare-stack route) on loopback."""
+
+    def __init__(self, store_url: str, workdir: Path) -> None:
+        self.store_url = store_url
+        self.workdir = workdir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _BenchServer:
+        port_file = self.workdir / "bench-server.port"
+        port_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "_serve.py"),
+                "serve",
+                "--store",
+                self.store_url,
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                str(port_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("bench server did not start")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text().strip())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @staticmethod
+    def request(path: str, token: str, body: dict[str, Any]) -> bytes:
+        data = json.dumps(body).encode()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        return head.encode() + data
+
+    def answer_size(self, req: bytes) -> int:
+        """Send one request; the size of its (200) answer's body."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            return _exchange(s, bytearray(1 << 16), req)
+
+    def load(self, arg: tuple[list[bytes], int, int]) -> None:
+        """*number* requests (taken in turn from *requests*) over *conns* connections."""
+        import socket
+
+        requests, number, conns = arg
+        per = [number // conns + (1 if i < number % conns else 0) for i in range(conns)]
+
+        def worker(i: int) -> None:
+            buf = bytearray(1 << 20)
+            with socket.create_connection(("127.0.0.1", self.port)) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for j in range(per[i]):
+                    _exchange(s, buf, requests[(i + j * conns) % len(requests)])
+
+        with ThreadPoolExecutor(conns) as ex:
+            list(ex.map(worker, range(conns)))
+
+
+def _exchange(sock: Any, buf: bytearray, req: bytes) -> int:
+    """One request on a kept-alive connection; the answer body's length (200 required)."""
+    sock.sendall(req)
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("bench server closed the connection")
+        data += chunk
+    head = data[:end].lower()
+    if head[9:12] != b"200":
+        raise RuntimeError(f"bench server answered {head[:40]!r}: {data[end : end + 300]!r}")
+    at = head.index(b"content-length:") + 15
+    length = int(head[at : head.index(b"\r\n", at) if b"\r\n" in head[at:] else None])
+    need = length - (len(data) - end - 4)
+    view = memoryview(buf)
+    while need > 0:
+        got = sock.recv_into(view, min(need, len(buf)))
+        if not got:
+            raise ConnectionError("bench server closed the connection")
+        need -= got
+    return length
+
+
 # -- the workloads -----------------------------------------------------------------
 
 
@@ -428,6 +639,7 @@ class Suite:
         self.dir = workdir
         self.rows: list[Row] = []
         self.timed: dict[str, Timed] = {}  # for --profile
+        self.skipped: dict[str, str] = {}  # workloads that could not run here, and why
 
     def n(self, base: int) -> int:
         return max(1, int(base * self.cfg.scale))
@@ -1048,6 +1260,142 @@ class Suite:
         finally:
             store.close()
 
+    # -- the control service over HTTP -------------------------------------------------------
+
+    def server(self) -> None:
+        engines = ("sqlite", "postgres")
+        kinds = ("map", "sync-offer", "bootstrap", "catch-up")
+        names = {(e, k): f"Server/{k}-10000/{e}" for e in engines for k in kinds}
+        if not any(self.want(n) for n in names.values()):
+            return
+        for engine in engines:
+            wanted = {k: names[(engine, k)] for k in kinds if self.want(names[(engine, k)])}
+            if not wanted:
+                continue
+            if engine == "sqlite":
+                url = f"sqlite:///{self.dir / 'server-bench.db'}"
+                self._server_rows(url, engine, wanted)
+                continue
+            sys.path.insert(0, str(ROOT / "tests"))
+            from _server_harness import PostgresProvider
+
+            pg = PostgresProvider()
+            try:
+                if pg.unavailable is not None:
+                    print(f"  {engine}: skipped ({pg.unavailable})", file=sys.stderr)
+                    for name in wanted.values():
+                        self.skipped[name] = pg.unavailable
+                    continue
+                self._server_rows(pg.new_database(), engine, wanted)
+            finally:
+                pg.close()
+
+    def _server_rows(self, url: str, engine: str, wanted: dict[str, str]) -> None:
+        from tka.control.service import ControlService
+        from tka.control.store import open_store
+
+        n_nodes = 10_000 if not self.cfg.quick else 200
+        conns = 16
+        store = open_store(url)
+        try:
+            svc = ControlService(store)
+            fleet = _Fleet.build(svc, "bench", n_nodes)
+        finally:
+            store.close()
+        with _BenchServer(url, self.dir) as srv:
+            sample = fleet.nodes[:: max(1, len(fleet.nodes) // 512)]
+            genesis_head = fleet.head
+
+            def reqs(path: str, body: Callable[[_BenchNode], dict[str, Any]]) -> list[bytes]:
+                return [
+                    srv.request(path, n.token, {"NodeKey": n.key_text, **body(n)}) for n in sample
+                ]
+
+            rpcs: dict[str, list[bytes]] = {
+                "map": reqs("/machine/map", lambda n: {}),
+                "sync-offer": reqs(
+                    "/machine/tka/sync/offer",
+                    lambda n: {"Head": hash_to_text(genesis_head), "Ancestors": []},
+                ),
+                "bootstrap": reqs(
+                    "/machine/tka/bootstrap", lambda n: {"Head": hash_to_text(genesis_head)}
+                ),
+            }
+            for kind, requests in rpcs.items():
+                name = wanted.get(kind)
+                if name is None:
+                    continue
+                size = srv.answer_size(requests[0])
+                bare = [
+                    srv.request(f"/bench/constant?size={size}", "", {"NodeKey": sample[0].key_text})
+                ]
+                number = (2000 if size < 100_000 else 300) if not self.cfg.quick else 32
+                self.add(
+                    name,
+                    _Load(srv.load, _const((requests, number, conns)), requests=number),
+                    _Load(srv.load, _const((bare, number, conns)), requests=number),
+                    None,
+                    Target(limit=1.5, absolute=1e-3),
+                    note=f"one `tka serve` ({engine}), {n_nodes} signed nodes, lock on, {conns} "
+                    f"keep-alive connections, {number} requests a run from {len(sample)} nodes "
+                    f"(time per request = 1 / throughput); answer {size} bytes; limit = the same "
+                    f"server answering {size} constant bytes (same uvicorn/h11 protocol, "
+                    "connection guard, routing, request wrapper and body read)",
+                )
+            name = wanted.get("catch-up")
+            if name is not None:
+                self._catch_up(name, srv, fleet, conns, engine)
+
+    def _catch_up(
+        self, name: str, srv: _BenchServer, fleet: _Fleet, conns: int, engine: str
+    ) -> None:
+        # One head change, then every node syncs as Tailscale's client does:
+        # sync/offer from its old head (the answer carries the AUM it lacks),
+        # then sync/send reporting its new head.
+        new_head = fleet.change_head(srv)
+        old = hash_to_text(fleet.head)
+        offers = [
+            srv.request(
+                "/machine/tka/sync/offer",
+                n.token,
+                {"NodeKey": n.key_text, "Head": old, "Ancestors": []},
+            )
+            for n in fleet.nodes
+        ]
+        sends = [
+            srv.request(
+                "/machine/tka/sync/send",
+                n.token,
+                {"NodeKey": n.key_text, "Head": hash_to_text(new_head), "MissingAUMs": []},
+            )
+            for n in fleet.nodes
+        ]
+        assert srv.answer_size(offers[1]) > 0
+        t0 = time.perf_counter()
+        srv.load((offers, len(offers), conns))
+        took = time.perf_counter() - t0
+        srv.load((sends, len(sends), conns))
+        with_sends = time.perf_counter() - t0
+        bare = [srv.request("/bench/constant?size=600", "", {"NodeKey": fleet.nodes[0].key_text})]
+        t0 = time.perf_counter()
+        srv.load((bare, len(offers), conns))
+        limit = time.perf_counter() - t0
+        row = Row(
+            name,
+            took,
+            None,
+            limit,
+            Target(absolute=10.0),
+            note=f"`tka serve` ({engine}): after one head change, all {len(fleet.nodes)} nodes "
+            f"sync/offer from the old head (each answer carries the AUM the node lacks), "
+            f"{conns} connections; one run (it moves the state); limit = as many bare-stack "
+            f"requests; then each node's sync/send of its new head (Tailscale always sends "
+            f"one) took {with_sends - took:.1f} s more",
+            extra={"with_sends_s": with_sends},
+        )
+        self.rows.append(row)
+        print(f"  {name}: {_fmt(took)}", file=sys.stderr, flush=True)
+
     # -- all -----------------------------------------------------------------------------
 
     def run_all(self) -> list[Row]:
@@ -1062,6 +1410,7 @@ class Suite:
         self.missing()
         self.kdf()
         self.front_state()
+        self.server()
         self.cli_startup()
         return self.rows
 
@@ -1131,6 +1480,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     elapsed = time.perf_counter() - started
     print_table(rows)
+    for name, why in suite.skipped.items():
+        print(f"* {name}: skipped ({why})")
     unmet = [r.name for r in rows if r.met is False]
     print(
         f"\n{len(rows)} workloads, {len(unmet)} targets not met, {elapsed:.0f} s; "
@@ -1151,6 +1502,7 @@ def main(argv: list[str] | None = None) -> int:
                 "libraries": _versions(),
             },
             "workloads": {r.name: r.to_json() for r in rows},
+            "skipped": suite.skipped,
         }
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

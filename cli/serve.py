@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -151,6 +152,15 @@ def _default_store() -> str:
     help="Connections the kernel queues until accepted (capped by net.core.somaxconn).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the listening socket (use every core). Limits "
+    "kept in the database (disable attempts) hold across them; --max-connections "
+    "and --max-connections-per-address apply per worker; the log budget is shared.",
+)
+@click.option(
     "--log-bytes-per-minute",
     type=click.IntRange(min=10_000),
     default=1_000_000,
@@ -174,6 +184,7 @@ def serve(
     spare_fds: int,
     trusted_proxies: tuple[str, ...],
     backlog: int,
+    workers: int,
     log_bytes_per_minute: int,
 ) -> None:
     """Run the tailnet-lock control service (Tailscale's TKA RPCs over HTTP).
@@ -190,7 +201,7 @@ def serve(
       tka control admin-token --store sqlite:///var/lib/tka/control.db --out admin.token
       tka serve --store sqlite:///var/lib/tka/control.db --listen 127.0.0.1:8080
       tka serve --store postgresql://tka@db/tka --listen 0.0.0.0:8080 \\
-                --tls-cert cert.pem --tls-key key.pem
+                --tls-cert cert.pem --tls-key key.pem --workers 4
     """
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together", EXIT_USAGE)
@@ -221,6 +232,7 @@ def serve(
             backlog=backlog,
         ),
         log_bytes_per_minute=log_bytes_per_minute,
+        workers=workers,
     )
 
 
@@ -646,15 +658,34 @@ def revoke_front_token_cmd(ctx: click.Context, token_id: int) -> None:
     click.echo(f"Revoked front token {token_id}.")
 
 
-def _nodes_text(nodes: list[Any]) -> str:
-    if not nodes:
-        return "(no nodes)"
-    lines = ["NODE-ID\tNAME\tNODE-KEY\tDECISION\tREASON"]
+def _emit_nodes(nodes: Iterator[Any], as_json: bool) -> None:
+    """Print nodes as they come, a page at a time: a table, or (``--json``) one JSON list.
+
+    The JSON is what ``json.dumps(list, indent=2)`` prints, written item by
+    item, so memory stays one page whatever the tailnet's size.
+    """
+    import json
+
+    from tka.control import wire
+
+    out = sys.stdout
+    first = True
     for n in nodes:
-        state = "admitted" if n.admitted else "LOCKED OUT"
-        key = n.node_key.text() if n.node_key else "?"
-        lines.append(f"{n.node_id}\t{n.name or '-'}\t{key}\t{state}\t{n.reason}")
-    return "\n".join(lines)
+        if as_json:
+            item = json.dumps(wire.encode(n), indent=2).replace("\n", "\n  ")
+            out.write(("[\n  " if first else ",\n  ") + item)
+        else:
+            if first:
+                out.write("NODE-ID\tNAME\tNODE-KEY\tDECISION\tREASON\n")
+            state = "admitted" if n.admitted else "LOCKED OUT"
+            key = n.node_key.text() if n.node_key else "?"
+            out.write(f"{n.node_id}\t{n.name or '-'}\t{key}\t{state}\t{n.reason}\n")
+        first = False
+    if as_json:
+        out.write("[]\n" if first else "\n]\n")
+    elif first:
+        out.write("(no nodes)\n")
+    out.flush()
 
 
 @control.command("nodes")
@@ -668,10 +699,7 @@ def nodes_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
     Example:
       tka control nodes example
     """
-    from tka.control import wire
-
-    nodes = _admin(ctx).nodes(tailnet)
-    emit([wire.encode(n) for n in nodes], as_json, _nodes_text(nodes))
+    _emit_nodes(_admin(ctx).iter_nodes(tailnet), as_json)
 
 
 @control.command("locked-out")
@@ -685,10 +713,7 @@ def locked_out_cmd(ctx: click.Context, tailnet: str, as_json: bool) -> None:
     Example:
       tka control locked-out example --json
     """
-    from tka.control import wire
-
-    nodes = _admin(ctx).locked_out(tailnet)
-    emit([wire.encode(n) for n in nodes], as_json, _nodes_text(nodes))
+    _emit_nodes(_admin(ctx).iter_nodes(tailnet, locked_out=True), as_json)
 
 
 @control.command("log")

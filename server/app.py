@@ -26,10 +26,12 @@ Routes::
     GET|POST /machine/register, /machine/map               node token
     GET|POST /admin/tailnets                               admin token
     GET  /admin/tailnets/{name}
-    GET|POST /admin/tailnets/{name}/nodes
+    GET|POST /admin/tailnets/{name}/nodes                 GET: a page of nodes, see below
     DELETE /admin/tailnets/{name}/nodes/{id}
-    GET  /admin/tailnets/{name}/locked-out
-    GET  /admin/tailnets/{name}/log?limit=N                v1 JSON lock log
+    GET  /admin/tailnets/{name}/locked-out                 (both: ?after=ID&limit=N pages,
+                                                           "Next": ID while more follow)
+    GET  /admin/tailnets/{name}/log?limit=N[&before=HASH]  v1 JSON lock log, a page at a
+                                                           time (Tka-Log-Next: HASH)
     GET  /admin/tailnets/{name}/affected-sigs?key=tlpub:...
     PATCH /admin/tailnets/{name}/nodes/{id}                {"MayInit": bool}
     POST /admin/tailnets/{name}/nodes/{id}/token           re-mint the node token
@@ -60,6 +62,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tka.aum import hash_from_text, hash_to_text
 from tka.control import wire
 from tka.control.errors import (
     BadRequest,
@@ -69,6 +72,7 @@ from tka.control.errors import (
     http_status,
 )
 from tka.control.service import RPCS, SMALL_BODY, ControlService, RequestContext
+from tka.control.service.admin import NODE_PAGE
 from tka.errors import DecodeError, TKAError
 from tka.nlkeys import NLPublic
 
@@ -264,6 +268,10 @@ def create_app(
         ctx.tailnet, ctx.node_id = known
         body = await _body_of(request, spec.body_limit)
         obj = wire.parse_body(body)
+        if spec.handler == "map":
+            # Its answer is spliced from bytes kept per tailnet (see SignRPCs.map_json).
+            raw = await run_in_threadpool(service.map_json, _token(request), obj, ctx)
+            return Response(raw, media_type="application/json")
         out = await run_in_threadpool(service.handle, path, _token(request), obj, ctx)
         return _json(out)
 
@@ -289,8 +297,7 @@ def create_app(
         await admin(request)
         name = _tailnet_param(request)
         if request.method == "GET":
-            nodes = await run_in_threadpool(service.node_decisions, name)
-            return _json({"Nodes": [wire.encode(n) for n in nodes]})
+            return await node_page(request, name, locked_out=False)
         obj = wire.parse_body(await _body_of(request, SMALL_BODY))
         req = wire.decode(wire.AdminRegisterRequest, obj)
         out = await run_in_threadpool(service.register_node, name, req)
@@ -335,16 +342,41 @@ def create_app(
         await run_in_threadpool(service.revoke_admin_token, token_id)
         return _json({})
 
+    async def node_page(request: Request, name: str, *, locked_out: bool) -> Response:
+        # One page: ?after=ID (a node ID; 0 = from the start) &limit=N.
+        q = request.query_params
+        after = parse_uint(q.get("after", "0"), "after")
+        limit = parse_uint(q.get("limit", str(NODE_PAGE)), "limit", 999_999_999)
+        nodes, nxt = await run_in_threadpool(
+            service.node_decisions_page, name, after, limit, locked_out=locked_out
+        )
+        doc: dict[str, Any] = {"Nodes": [wire.encode(n) for n in nodes]}
+        if nxt is not None:
+            doc["Next"] = nxt
+        return _json(doc)
+
     async def admin_locked_out(request: Request, ctx: RequestContext) -> Response:
         await admin(request)
-        nodes = await run_in_threadpool(service.node_decisions, _tailnet_param(request))
-        return _json({"Nodes": [wire.encode(n) for n in nodes if not n.admitted]})
+        return await node_page(request, _tailnet_param(request), locked_out=True)
 
     async def admin_log(request: Request, ctx: RequestContext) -> Response:
         await admin(request)
         limit = parse_uint(request.query_params.get("limit", "50"), "limit", 999_999_999)
-        out = await run_in_threadpool(service.lock_log, _tailnet_param(request), limit)
-        return Response(out, media_type="application/json")
+        before_text = request.query_params.get("before")
+        before = None
+        if before_text is not None:
+            try:
+                before = hash_from_text(before_text)
+            except DecodeError:
+                raise BadRequest("before: expected an AUM hash (base32)") from None
+        out, nxt = await run_in_threadpool(
+            service.lock_log_page, _tailnet_param(request), limit, before
+        )
+        response = Response(out, media_type="application/json")
+        if nxt is not None:
+            # The next page: the same request with ?before=<this> (limit lowered by this page's).
+            response.headers["tka-log-next"] = hash_to_text(nxt)
+        return response
 
     async def admin_affected(request: Request, ctx: RequestContext) -> Response:
         await admin(request)

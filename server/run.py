@@ -39,6 +39,15 @@ settings where it has one and extensions of uvicorn where it has not:
   *body_min_rate* bytes/s after a *body_timeout* grace, or 408 and close;
   and it is read only after the token was checked.
 
+Several processes (``--workers N``, :func:`_supervise`): the socket is
+bound and listening before N workers are forked; each runs this same
+uvicorn server and accept loop on the shared socket (the kernel hands each
+connection to one of the workers that wait on it), with its own store
+connections. The connection caps apply per worker, the log budget is split
+between them, and limits kept in the database (disable attempts) are
+shared. A worker that dies is started again; SIGTERM or SIGINT to the
+supervisor stops every worker gracefully.
+
 Logs stay JSON lines within a byte budget (:mod:`tka_server.logs`), and
 what the connection machinery refused, evicted or timed out is summed up in
 one ``connections`` line every 10 s instead of a line per connection.
@@ -47,18 +56,24 @@ one ``connections`` line every 10 s instead of a line per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging.config
 import os
 import signal
 import socket
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
 from tka._fileutil import atomic_write
+from tka.control.errors import StoreUnavailable
 from tka.control.service import ControlService
 from tka.control.store import open_store
-from tka.errors import UsageError
+from tka.errors import TKAError, UsageError
 
 from .app import BodyLimits, create_app
 from .connections import ConnectionGuard, Slot
@@ -124,6 +139,8 @@ class GuardedServer(uvicorn.Server):
     listener: Listener
     guard: ConnectionGuard
     _last_summary = 0.0
+    parent_pid: int | None = None
+    """In a worker of ``--workers``: the supervisor's PID (the worker stops if it goes)."""
 
     def bind(self, listener: Listener, guard: ConnectionGuard) -> None:
         self.listener, self.guard = listener, guard
@@ -144,6 +161,8 @@ class GuardedServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # once a second
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                self.should_exit = True  # the supervisor is gone: stop gracefully
             now = asyncio.get_running_loop().time()
             if now - self._last_summary >= SUMMARY_EVERY:
                 self._last_summary = now
@@ -210,8 +229,15 @@ def serve(
     tls_key: str | None = None,
     limits: Limits | None = None,
     log_bytes_per_minute: int = DEFAULT_LOG_BYTES_PER_MINUTE,
+    workers: int = 1,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. Raises :class:`~tka.errors.TKAError` on bad settings."""
+    """Serve until SIGTERM/SIGINT. Raises :class:`~tka.errors.TKAError` on bad settings.
+
+    With *workers* > 1, that many worker processes share the listening
+    socket (see :func:`_supervise`); each runs its own event loop, accept
+    loop and store connections, and the connection caps and the log budget
+    are split between them.
+    """
     limits = limits or Limits()
     if (
         limits.header_timeout <= 0
@@ -230,23 +256,25 @@ def serve(
         raise UsageError("--spare-fds: must not be negative")
     if log_bytes_per_minute < 10_000:
         raise UsageError("--log-bytes-per-minute: must be at least 10000")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers: must be from 1 to {MAX_WORKERS}")
+    if workers > 1 and not hasattr(os, "fork"):
+        raise UsageError("--workers: more than 1 needs os.fork (Linux, macOS)")
     trusted = TrustedProxies(limits.trusted_proxies)
 
-    config_dict = log_config(log_level, log_bytes_per_minute)
+    # The log budget is the whole service's: each worker gets an equal share
+    # (at least 10,000 bytes a minute, so a worker can always report trouble).
+    config_dict = log_config(log_level, max(10_000, log_bytes_per_minute // workers))
     logging.config.dictConfig(config_dict)
     install_hooks()
     soft_before, soft, hard = raise_soft_limit()
     cap = connection_cap(limits.max_connections, soft, limits.spare_fds)
     host, port = parse_listen(listen)
+    # Opened here once, before any worker: creates or upgrades the schema,
+    # and a store that cannot be opened fails the start with its message.
     store = open_store(store_url)
-    guard = ConnectionGuard(cap, limits.max_connections_per_address, trusted.__contains__)
     try:
         service = ControlService(store)
-        app = create_app(
-            service,
-            on_shutdown=store.close,
-            body_limits=BodyLimits(limits.body_timeout, limits.body_min_rate),
-        )
         sock = _bind(host, port, limits.backlog)
     except BaseException:
         store.close()
@@ -259,6 +287,7 @@ def serve(
         address=f"{bound_host}:{bound_port}",
         store=store.url_scheme,
         tls=bool(tls_cert),
+        workers=workers,
         max_connections=cap,
         per_address=limits.max_connections_per_address,
         fd_limit=soft,
@@ -275,54 +304,220 @@ def serve(
             fd_limit=soft,
             spare_fds=limits.spare_fds,
         )
-    protocol_class = guarded_protocol_class(guard, limits.first_byte_timeout, limits.header_timeout)
-    config = uvicorn.Config(
-        ForwardedLimit(app, trusted, guard) if trusted else app,
-        log_config=config_dict,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(graceful_timeout),
-        server_header=False,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-        http=protocol_class,
-        ws="none",
-        h11_max_incomplete_event_size=limits.max_head_bytes,
-        timeout_keep_alive=limits.keep_alive,
-        # Forwarded addresses are tka's business (ForwardedLimit): uvicorn
-        # would otherwise believe X-Forwarded-For from 127.0.0.1.
-        proxy_headers=False,
+    worker = _Worker(
+        sock=sock,
+        config_dict=config_dict,
+        limits=limits,
+        trusted=trusted,
+        cap=cap,
+        graceful_timeout=graceful_timeout,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
-    config.load()  # the TLS context, the protocol class (uvicorn would load it later)
-    server = GuardedServer(config)
-    state = server.server_state
+    if workers == 1:
+        worker.run(service)
+        return
+    # Each worker opens its own store after the fork: no connection, thread
+    # or pool is shared between processes.
+    store.close()
 
-    def make_protocol(slot: Slot) -> asyncio.Protocol:
-        proto = protocol_class(config=config, server_state=state, app_state=server.lifespan.state)
-        proto.slot = slot
-        return proto
+    def run_worker(index: int) -> None:
+        log_event("worker_started", worker=index, pid=os.getpid())
+        worker.run(ControlService(open_store(store_url)), parent_pid=os.getppid())
 
-    server.bind(
-        Listener(
-            sock,
+    _supervise(workers, run_worker)
+
+
+#: Most worker processes ``--workers`` takes.
+MAX_WORKERS = 256
+
+
+@dataclass(frozen=True)
+class _Worker:
+    """What one serving process needs: the shared socket and the settings."""
+
+    sock: socket.socket
+    config_dict: dict[str, Any]
+    limits: Limits
+    trusted: TrustedProxies
+    cap: int
+    graceful_timeout: float
+    tls_cert: str | None
+    tls_key: str | None
+
+    def run(self, service: ControlService, parent_pid: int | None = None) -> None:
+        """Serve on the socket until told to stop (the store is closed on shutdown)."""
+        limits, trusted = self.limits, self.trusted
+        guard = ConnectionGuard(self.cap, limits.max_connections_per_address, trusted.__contains__)
+        try:
+            app = create_app(
+                service,
+                on_shutdown=service.store.close,
+                body_limits=BodyLimits(limits.body_timeout, limits.body_min_rate),
+            )
+        except BaseException:
+            service.store.close()
+            raise
+        protocol_class = guarded_protocol_class(
+            guard, limits.first_byte_timeout, limits.header_timeout
+        )
+        config = uvicorn.Config(
+            ForwardedLimit(app, trusted, guard) if trusted else app,
+            log_config=self.config_dict,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(self.graceful_timeout),
+            server_header=False,
+            ssl_certfile=self.tls_cert,
+            ssl_keyfile=self.tls_key,
+            http=protocol_class,
+            ws="none",
+            h11_max_incomplete_event_size=limits.max_head_bytes,
+            timeout_keep_alive=limits.keep_alive,
+            # Forwarded addresses are tka's business (ForwardedLimit): uvicorn
+            # would otherwise believe X-Forwarded-For from 127.0.0.1.
+            proxy_headers=False,
+        )
+        config.load()  # the TLS context, the protocol class (uvicorn would load it later)
+        server = GuardedServer(config)
+        server.parent_pid = parent_pid
+        state = server.server_state
+
+        def make_protocol(slot: Slot) -> asyncio.Protocol:
+            proto = protocol_class(
+                config=config, server_state=state, app_state=server.lifespan.state
+            )
+            proto.slot = slot
+            return proto
+
+        server.bind(
+            Listener(
+                self.sock,
+                guard,
+                make_protocol,
+                ssl_context=config.ssl if self.tls_cert else None,
+                handshake_timeout=limits.header_timeout,
+                first_byte_timeout=limits.first_byte_timeout,
+            ),
             guard,
-            make_protocol,
-            ssl_context=config.ssl if tls_cert else None,
-            handshake_timeout=limits.header_timeout,
-            first_byte_timeout=limits.first_byte_timeout,
-        ),
-        guard,
-    )
-    # uvicorn handles SIGTERM itself (graceful shutdown), then re-raises it
-    # under the handler that was there before: make that one a clean exit,
-    # so a graceful stop ends with status 0.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        handler = budget_handler()
-        if handler is not None:
-            handler.tick(force=True)  # what was dropped since the last summary
+        )
+        # uvicorn handles SIGTERM itself (graceful shutdown), then re-raises it
+        # under the handler that was there before: make that one a clean exit,
+        # so a graceful stop ends with status 0.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            server.run(sockets=[self.sock])
+        finally:
+            handler = budget_handler()
+            if handler is not None:
+                handler.tick(force=True)  # what was dropped since the last summary
+
+
+#: A worker that exits this soon after its start, this many times in a row,
+#: is not restarted again: the supervisor stops the others and fails.
+_QUICK_EXIT_SECONDS = 5.0
+_QUICK_EXITS = 5
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def _supervise(workers: int, run_worker: Callable[[int], None]) -> None:
+    """Pre-fork *workers* processes that share the listening socket, and keep them running.
+
+    The socket was bound and is listening before the fork, so connections
+    queue in the kernel even while a worker restarts; each worker accepts
+    from it with its own accept loop (:class:`Listener`). The supervisor
+    only watches: a worker that dies (a crash, SIGKILL) is started again;
+    SIGTERM or SIGINT to the supervisor is passed on as SIGTERM (each worker
+    then shuts down gracefully) and it returns once every worker has
+    exited. Workers run in their own process group (a terminal's Ctrl-C
+    reaches the supervisor only) and stop by themselves if the supervisor
+    dies (``PR_SET_PDEATHSIG`` on Linux, else within a second).
+    """
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
+    stopping = False
+    quick_exits = 0
+    failed = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log_event("stopping", signal=signal.Signals(signum).name, workers=len(children))
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def spawn(index: int) -> None:
+        parent = os.getpid()
+        # Signals wait until the worker has its own handlers (the
+        # supervisor's would stop its siblings).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+                os.setpgid(0, 0)
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(0)  # the supervisor died before the watch was set
+                run_worker(index)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except BaseException as exc:
+                why = str(exc) if isinstance(exc, TKAError) else type(exc).__name__
+                log_event("worker_failed", logging.ERROR, worker=index, error=why)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = (index, time.monotonic())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        if stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(workers):
+        spawn(i)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        found = children.pop(pid, None)
+        if found is None:
+            continue
+        index, started = found
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        log_event("worker_exited", logging.WARNING, worker=index, pid=pid, status=code)
+        quick_exits = quick_exits + 1 if time.monotonic() - started < _QUICK_EXIT_SECONDS else 0
+        if quick_exits >= _QUICK_EXITS:
+            failed = True
+            on_signal(signal.SIGTERM, None)
+            continue
+        if quick_exits:
+            time.sleep(min(5.0, 0.2 * 2**quick_exits))  # no restart storm
+        if not stopping:
+            spawn(index)
+    if failed:
+        raise StoreUnavailable("workers keep exiting at start: see the log")
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (best effort)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -458,7 +458,9 @@ def _build(server: ServerProcess, store: ControlStore, admin_token: str) -> Worl
                 "SELECT table_name FROM information_schema.tables "
                 "WHERE table_schema = current_schema()"
             )
-        world.tables = sorted({str(r[0]) for r in execute(query)} - {"sqlite_sequence"})
+        # Attempt counters (rate_limits) count requests by design: not state.
+        bookkeeping = {"sqlite_sequence", "rate_limits"}
+        world.tables = sorted({str(r[0]) for r in execute(query)} - bookkeeping)
     assert {"tailnets", "nodes", "aums", "admin_tokens"} <= set(world.tables), world.tables
     world.baseline = world.snapshot()
     for ep in world.endpoints.values():

@@ -558,6 +558,7 @@ def test_a_version_2_store_is_upgraded(store_url: str, tmp_path: Path) -> None:
     store.close()
     # Make it what version 2 wrote: no fronts, no change sequence.
     undo = [
+        "DROP TABLE rate_limits",
         "DROP TABLE sig_changes",
         "DROP TABLE front_tokens",
         "DROP INDEX nodes_by_front",
@@ -596,7 +597,7 @@ def test_a_version_2_store_is_upgraded(store_url: str, tmp_path: Path) -> None:
             version = txn.execute(
                 "SELECT value FROM tka_control_meta WHERE name = 'schema_version'"
             )
-        assert int(version[0][0]) == SCHEMA_VERSION == 3
+        assert int(version[0][0]) == SCHEMA_VERSION == 4
     finally:
         store.close()
 

@@ -19,6 +19,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -49,6 +50,8 @@ __all__ = [
 CAPABILITY_VERSION: Final = 131
 LARGE_READ: Final = 10 * 1024 * 1024
 SMALL_READ: Final = 1024 * 1024
+#: Nodes per page of the admin listings (a page's answer stays far below SMALL_READ).
+NODE_PAGE_SIZE: Final = 500
 DEFAULT_TIMEOUT: Final = 60.0
 CREDENTIALS_FILE: Final = "control-node.json"
 NODE_KEY_FILE: Final = "node-key.json"
@@ -80,8 +83,12 @@ class _HTTP:
         path: str,
         body: dict[str, Any] | None = None,
         read_limit: int = SMALL_READ,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
-        """Send one request; the response body on 2xx, :class:`ControlRequestError` otherwise."""
+        """Send one request; the response body on 2xx, :class:`ControlRequestError` otherwise.
+
+        *headers*, when given, receives the answer's headers (lower-case names).
+        """
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
@@ -92,6 +99,8 @@ class _HTTP:
         try:
             with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                 out: bytes = resp.read(read_limit + 1)
+                if headers is not None:
+                    headers.update((k.lower(), v) for k, v in resp.headers.items())
         except urllib.error.HTTPError as exc:
             raw = exc.read(SMALL_READ)
             message, code = f"HTTP {exc.code}", ""
@@ -109,6 +118,14 @@ class _HTTP:
         if len(out) > read_limit:
             raise ControlRequestError(f"{where}: answer over the {read_limit}-byte limit")
         return out
+
+    def request_headers(
+        self, method: str, path: str, read_limit: int = SMALL_READ
+    ) -> tuple[bytes, dict[str, str]]:
+        """Like :meth:`request` (no body), with the answer's headers (lower-case names)."""
+        box: dict[str, str] = {}
+        out = self.request(method, path, None, read_limit, box)
+        return out, box
 
     def json(
         self,
@@ -274,19 +291,59 @@ class AdminClient:
 
     def nodes(self, tailnet: str) -> list[wire.AdminNode]:
         """Every node with the authority's decision."""
-        doc = self._http.json("GET", self._path(tailnet, "/nodes"))
-        return [wire.decode(wire.AdminNode, n) for n in doc["Nodes"]]
+        return list(self.iter_nodes(tailnet))
 
     def locked_out(self, tailnet: str) -> list[wire.AdminNode]:
         """The nodes the authority does not admit."""
-        doc = self._http.json("GET", self._path(tailnet, "/locked-out"))
-        return [wire.decode(wire.AdminNode, n) for n in doc["Nodes"]]
+        return list(self.iter_nodes(tailnet, locked_out=True))
+
+    def iter_nodes(
+        self, tailnet: str, *, locked_out: bool = False, page_size: int = NODE_PAGE_SIZE
+    ) -> Iterator[wire.AdminNode]:
+        """The nodes (or only those locked out), a page of *page_size* at a time.
+
+        Each page is its own request, its answer read up to 1 MiB, so
+        neither side ever holds more than a page whatever the tailnet's size.
+        """
+        what = "/locked-out" if locked_out else "/nodes"
+        after = 0
+        while True:
+            path = self._path(tailnet, f"{what}?after={after}&limit={page_size}")
+            doc = self._http.json("GET", path)
+            for n in doc["Nodes"]:
+                yield wire.decode(wire.AdminNode, n)
+            nxt = doc.get("Next")
+            if nxt is None:
+                return
+            if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= after:
+                raise ControlRequestError(f"control {self._http.base_url}{what}: bad Next {nxt!r}")
+            after = nxt
 
     def log(self, tailnet: str, limit: int = 50) -> bytes:
-        """The lock log, v1 JSON, as served."""
-        return self._http.request(
-            "GET", self._path(tailnet, f"/log?limit={limit}"), None, LARGE_READ
-        )
+        """The lock log, v1 JSON, as Tailscale prints it: read a page at a time, joined here."""
+        from tka.lockjson import LockLog, parse_log, render
+
+        pages: list[bytes] = []
+        before = ""
+        remaining = limit
+        for _ in range(limit + 1):
+            q = urllib.parse.urlencode(
+                {"limit": remaining, **({"before": before} if before else {})}
+            )
+            body, headers = self._http.request_headers(
+                "GET", self._path(tailnet, f"/log?{q}"), LARGE_READ
+            )
+            pages.append(body)
+            before = headers.get("tka-log-next") or ""
+            if not before:
+                break
+            remaining -= len(parse_log(body).messages or ())
+            if remaining <= 0:
+                break
+        if len(pages) == 1:
+            return pages[0]
+        messages = tuple(m for p in pages for m in (parse_log(p).messages or ()))
+        return render(LockLog(messages=messages)).encode()
 
     def affected_sigs(self, tailnet: str, key_text: str) -> list[str]:
         """Base64 signatures rooted in a ``tlpub:`` key."""

@@ -110,6 +110,15 @@ _SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS sig_changes_by_seq ON sig_changes (tailnet, seq)",
+    # Version 4: attempt counters, one row per key (e.g. 'disable:<node ID>').
+    """
+    CREATE TABLE IF NOT EXISTS rate_limits (
+        key     TEXT PRIMARY KEY,
+        expires DOUBLE PRECISION NOT NULL,
+        hits    BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS rate_limits_by_expiry ON rate_limits (expires)",
 )
 
 #: Advisory lock key taken while creating the schema, so replicas starting
@@ -164,10 +173,23 @@ class PostgresControlStore:
             ) from None
         with self._transaction(None) as txn:
             txn.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            rows = txn.execute("SELECT to_regclass('tka_control_meta') IS NOT NULL")
+            if rows[0][0]:
+                rows = txn.execute(
+                    "SELECT value FROM tka_control_meta WHERE name = 'schema_version'"
+                )
+            else:
+                rows = []
+            found = int(rows[0][0]) if rows else None
+            check_schema_version(found, self._where)
+            if found == SCHEMA_VERSION:
+                # Up to date: no DDL at all. Even a no-op ALTER TABLE ... IF
+                # NOT EXISTS takes an ACCESS EXCLUSIVE lock, which would stall
+                # (and could deadlock with) the other replicas' requests
+                # whenever one replica (re)starts.
+                return
             for stmt in _SCHEMA:
                 txn.execute(stmt)
-            rows = txn.execute("SELECT value FROM tka_control_meta WHERE name = 'schema_version'")
-            check_schema_version(int(rows[0][0]) if rows else None, self._where)
             # Version 1 had no may_init: no node may init until an admin grants it.
             txn.execute(
                 "ALTER TABLE nodes ADD COLUMN IF NOT EXISTS may_init BOOLEAN NOT NULL DEFAULT FALSE"

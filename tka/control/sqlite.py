@@ -6,7 +6,8 @@ thread gets its own connection; reads run in a deferred transaction (one
 snapshot), writes in ``BEGIN IMMEDIATE``, which takes SQLite's single writer
 lock up front, so writers to any tailnet are serialized and a busy timeout,
 not a deadlock error, applies while another writer holds it. Several
-processes may share the file the same way.
+processes (``tka serve --workers N``) may share the file the same way, on
+a local disk (WAL needs shared memory, which network filesystems lack).
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ _SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS sig_changes_by_seq ON sig_changes (tailnet, seq)",
+    # Version 4: attempt counters, one row per key (e.g. 'disable:<node ID>').
+    """
+    CREATE TABLE IF NOT EXISTS rate_limits (
+        key     TEXT PRIMARY KEY,
+        expires REAL NOT NULL,
+        hits    INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS rate_limits_by_expiry ON rate_limits (expires)",
 )
 
 #: Created after the upgrade added ``front_id`` to an older database.

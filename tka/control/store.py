@@ -5,7 +5,10 @@ off, being initialized, enabled or disabled; the head; the pending genesis;
 the disablement secret once used), the tailnet's AUMs, and its registered
 nodes (:class:`NodeRow`: node ID, node key, rotation key, signature, the
 hash of the node's token, whether it may initialize lock). Admin tokens are
-kept hashed too, with a label and their creation time.
+kept hashed too, with a label and their creation time. Attempt counters
+(``rate_limits``: one row per key, e.g. a node's disable attempts) live in
+the database too, so every process and replica shares them
+(:meth:`SQLTransaction.count_attempt`).
 
 Every read happens in a :meth:`ControlStore.read` transaction (one
 consistent snapshot) and every write in a :meth:`ControlStore.write`
@@ -58,8 +61,9 @@ STATUS_DISABLED: Final = "disabled"
 #: Version of the control schema this code writes (``tka_control_meta``).
 #: 2 added ``nodes.may_init``; 3 added fronts (``nodes.front_id``,
 #: ``front_tokens``, the tailnet's change sequence ``tailnets.seq`` and
-#: ``sig_changes``). An older database is upgraded when it is opened.
-SCHEMA_VERSION: Final = 3
+#: ``sig_changes``); 4 added ``rate_limits`` (attempt counters shared by every
+#: process and replica). An older database is upgraded when it is opened.
+SCHEMA_VERSION: Final = 4
 
 #: Removed front nodes are remembered in the change feed (so a front learns
 #: their signature is gone); past this many per tailnet the oldest half is
@@ -89,8 +93,10 @@ class TailnetRow:
     updated: float = 0.0
     seq: int = 0
     """The tailnet's change sequence number: bumped, in the same transaction,
-    by every change of the head, of enabled/disabled, and of a front node's
-    signature (never written through :meth:`Transaction.save_tailnet`)."""
+    by every change of the head, of enabled/disabled, and of a node's
+    signature (a signed node's arrival, departure or new key included), so
+    whatever is built from the signed nodes and the head may be cached by it
+    (never written through :meth:`Transaction.save_tailnet`)."""
     head_seq: int = 0
     """The ``seq`` of the last change of the head or of enabled/disabled."""
     seq_floor: int = 0
@@ -188,6 +194,10 @@ class Transaction(Protocol):
         """The tailnet's nodes, by ID."""
         ...
 
+    def nodes_page(self, tailnet: str, after: int, limit: int) -> list[NodeRow]:
+        """At most *limit* of the tailnet's nodes with an ID above *after*, by ID."""
+        ...
+
     def insert_node(self, row: NodeRow) -> NodeRow:
         """Register a node; its ``node_id`` is assigned (the one given is ignored)."""
         ...
@@ -251,6 +261,10 @@ class Transaction(Protocol):
 
     def is_disabled_state(self, tailnet: str, state_id1: int, state_id2: int) -> bool:
         """Whether an authority with these state IDs was disabled in this tailnet."""
+        ...
+
+    def count_attempt(self, key: str, now: float, window: float) -> int:
+        """Count one attempt under *key*; the attempts in its current window, this one included."""
         ...
 
 
@@ -475,6 +489,16 @@ class SQLTransaction:
             )
         ]
 
+    def nodes_page(self, tailnet: str, after: int, limit: int) -> list[NodeRow]:
+        return [
+            _node_row(r)
+            for r in self.execute(
+                f"SELECT {_NODE_COLS} FROM nodes WHERE tailnet = ? AND node_id > ? "
+                "ORDER BY node_id LIMIT ?",
+                (tailnet, after, limit),
+            )
+        ]
+
     def insert_node(self, row: NodeRow) -> NodeRow:
         if self.node_by_key(row.tailnet, row.node_key) is not None:
             raise Conflict("a node with this node key is already registered in the tailnet")
@@ -502,11 +526,14 @@ class SQLTransaction:
         assert r is not None
         if row.front_id is not None and row.signature is not None:
             self._signature_changed(row.tailnet, row.front_id, deleted=False)
+        elif row.signature is not None:
+            self._bump(row.tailnet)  # a signed node joined: the admitted peers may move
         return replace(row, node_id=int(r[0]))
 
     def save_node(self, row: NodeRow) -> None:
         old = self._one(
-            "SELECT tailnet, front_id, signature FROM nodes WHERE node_id = ?", (row.node_id,)
+            "SELECT tailnet, front_id, signature, node_key FROM nodes WHERE node_id = ?",
+            (row.node_id,),
         )
         self.execute(
             "UPDATE nodes SET node_key = ?, signature = ?, reported_head = ?, token_hash = ?, "
@@ -522,8 +549,15 @@ class SQLTransaction:
                 row.node_id,
             ),
         )
-        if old is not None and old[1] is not None and _b(old[2]) != row.signature:
+        if old is None:
+            return
+        if old[1] is not None and _b(old[2]) != row.signature:
             self._signature_changed(str(old[0]), _unsigned64(int(old[1])), deleted=False)
+        elif (old[2] is not None or row.signature is not None) and (
+            _b(old[2]) != row.signature or _b(old[3]) != row.node_key
+        ):
+            # A signed node's key or signature moved: what map answers may too.
+            self._bump(str(old[0]))
 
     def delete_node(self, node_id: int) -> None:
         old = self._one(
@@ -532,6 +566,8 @@ class SQLTransaction:
         self.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
         if old is not None and old[1] is not None and old[2] is not None:
             self._signature_changed(str(old[0]), _unsigned64(int(old[1])), deleted=True)
+        elif old is not None and old[2] is not None:
+            self._bump(str(old[0]))  # a signed node left
 
     # -- the change sequence (fronts) --
 
@@ -680,6 +716,35 @@ class SQLTransaction:
             (tailnet, _signed64(state_id1), _signed64(state_id2)),
         )
         return r is not None
+
+    # -- attempt counters (rate limits) --
+
+    def count_attempt(self, key: str, now: float, window: float) -> int:
+        # One row per key, one upsert: atomic on both engines (SQLite's
+        # writer lock, PostgreSQL's row lock on the conflicting key), so
+        # every process and replica counts into the same window. A window
+        # opens at the key's first attempt after the last one expired.
+        r = self._one(
+            "INSERT INTO rate_limits (key, expires, hits) VALUES (?, ?, 1) "
+            "ON CONFLICT (key) DO UPDATE SET "
+            "hits = CASE WHEN rate_limits.expires <= ? THEN 1 ELSE rate_limits.hits + 1 END, "
+            "expires = CASE WHEN rate_limits.expires <= ? THEN excluded.expires "
+            "ELSE rate_limits.expires END "
+            "RETURNING hits",
+            (key, now + window, now, now),
+        )
+        assert r is not None
+        hits = int(r[0])
+        if hits == 1:
+            # A window opened: forget the expired ones (indexed by expiry;
+            # each row is deleted once, so the work is paid for by the
+            # attempts that made the rows).
+            self.execute(
+                "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits "
+                "WHERE expires <= ? LIMIT 1000)",
+                (now,),
+            )
+        return hits
 
 
 def _signed64(v: int) -> int:

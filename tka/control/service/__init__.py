@@ -25,13 +25,17 @@ What it verifies, RPC by RPC (``tailcfg/tka.go`` names):
     The genesis for a node without an authority; the disablement secret once
     lock was disabled (kept for nodes that were offline).
 ``sync/offer``, ``sync/send``
-    Tailscale's sync: AUMs the node lacks; AUMs the service lacks, each
-    verified against the chain (a fork is resolved by Tailscale's rules). An
-    interactive send whose AUMs lose a fork is refused and nothing is kept.
+    Tailscale's sync: AUMs the node lacks; AUMs the service lacks (at most
+    :data:`MAX_SEND_AUMS`, Tailscale's ``maxSyncIter``), each verified
+    against the chain (a fork is resolved by Tailscale's rules) with no
+    transaction open. An interactive send whose AUMs lose a fork is refused
+    and nothing is kept.
 ``disable``
     The secret must derive to a disablement value (Argon2, constant-time).
-    Argon2 runs only for an authenticated node, a few attempts a minute per
-    node and at most :data:`ARGON2_CONCURRENCY` at a time per process.
+    Argon2 runs only for an authenticated node, :data:`DISABLE_ATTEMPTS`
+    attempts per node per :data:`DISABLE_WINDOW` seconds (counted in the
+    database, so shared by every process and replica) and at most
+    :data:`ARGON2_CONCURRENCY` at a time per process.
 ``sign``
     The signature must admit a registered node's key under the current head.
 ``affected-sigs``
@@ -67,6 +71,7 @@ from tka.control.service._base import (
     LARGE_BODY,
     MAX_LOG_LIMIT,
     MAX_SECRET_BYTES,
+    MAX_SEND_AUMS,
     RPCS,
     SMALL_BODY,
     RequestContext,
@@ -87,6 +92,7 @@ __all__ = [
     "LARGE_BODY",
     "MAX_LOG_LIMIT",
     "MAX_SECRET_BYTES",
+    "MAX_SEND_AUMS",
     "RPCS",
     "SMALL_BODY",
     "ControlService",

@@ -8,10 +8,10 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from tka.admission import Admission, NodeRecord
 from tka.aum import AUM, hash_to_text
@@ -28,7 +28,6 @@ from tka.control.errors import (
 from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
-    AUMStorage,
     ControlStore,
     NodeRow,
     TailnetRow,
@@ -36,7 +35,8 @@ from tka.control.store import (
 )
 from tka.disablement import disablement_kdf
 from tka.errors import DecodeError, TKAError
-from tka.limits import MAX_KEYS
+from tka.limits import MAX_KEYS, MAX_SYNC_ITER
+from tka.storage import Storage
 
 #: Request body limits: Tailscale's client reads 10 MiB for init and sync
 #: answers and 1 MiB otherwise; requests get the same bounds.
@@ -48,12 +48,20 @@ MAX_SECRET_BYTES: Final = 1024
 MAX_LOG_LIMIT: Final = 10_000
 _INT64_MAX: Final = 2**63 - 1
 #: Argon2 (16 MiB, ~80 ms) runs at most this many at a time per process, so
-#: its memory stays bounded whatever the number of requests.
+#: its memory stays bounded whatever the number of requests (a bound on this
+#: process's memory, so per process on purpose).
 ARGON2_CONCURRENCY: Final = 2
 #: A node may try ``disable`` (or ``init/finish`` with a support
-#: disablement secret) this many times per :data:`DISABLE_WINDOW` seconds.
+#: disablement secret) this many times in a :data:`DISABLE_WINDOW`-second
+#: window, which opens at its first attempt. Counted in the database
+#: (``rate_limits``), so the limit holds across processes and replicas.
 DISABLE_ATTEMPTS: Final = 5
 DISABLE_WINDOW: Final = 60.0
+#: The most AUMs one ``sync/send`` may carry: Tailscale's ``maxSyncIter``
+#: (tka/limits.go, 2000), the most AUMs its ``MissingAUMs`` ever returns (its
+#: forward walk stops there), so no honest node sends more. Checked before any
+#: AUM is decoded or verified (400).
+MAX_SEND_AUMS: Final = MAX_SYNC_ITER
 #: How many times a write is redone when the tailnet moved while it was
 #: being verified, before answering 409.
 _WRITE_ATTEMPTS: Final = 5
@@ -190,6 +198,12 @@ class _Retry(Exception):
     """The tailnet moved between verification and the write: redo the request."""
 
 
+class _ListableStorage(Storage, Protocol):
+    """A :class:`~tka.storage.Storage` that can also list every AUM it holds."""
+
+    def all_aums(self) -> list[AUM]: ...
+
+
 class _Recorder:
     """A tailnet's AUM storage read through, with writes kept aside.
 
@@ -198,7 +212,7 @@ class _Recorder:
     commit only lands here, to be written later in the write transaction.
     """
 
-    def __init__(self, base: AUMStorage) -> None:
+    def __init__(self, base: _ListableStorage) -> None:
         self._base = base
         self.pending: list[AUM] = []
         self._by_hash: dict[bytes, AUM] = {}
@@ -238,33 +252,6 @@ class _Recorder:
         return self._base.all_aums() + list(self.pending)
 
 
-class _AttemptLimiter:
-    """At most *limit* attempts per key in any *window* seconds (in memory, per process)."""
-
-    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
-        self._limit = limit
-        self._window = window
-        self._max_keys = max_keys
-        self._seen: OrderedDict[Any, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def allow(self, key: Any, now: float) -> bool:
-        """Record an attempt; whether it is within the limit."""
-        with self._lock:
-            times = self._seen.get(key)
-            if times is None:
-                times = self._seen[key] = deque()
-                while len(self._seen) > self._max_keys:
-                    self._seen.popitem(last=False)
-            self._seen.move_to_end(key)
-            while times and times[0] <= now - self._window:
-                times.popleft()
-            if len(times) >= self._limit:
-                return False
-            times.append(now)
-            return True
-
-
 class ServiceBase:
     """State and plumbing every part of :class:`~tka.control.service.ControlService` shares.
 
@@ -289,9 +276,11 @@ class ServiceBase:
         self._argon2 = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
         # Tokens found valid lately: sha256(token) -> (tailnet, node ID, expiry).
         self._valid_tokens: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
-        self._disable_attempts = _AttemptLimiter(DISABLE_ATTEMPTS, DISABLE_WINDOW)
         # The front's last /state answer per tailnet: (seq, status, head) -> JSON.
         self._front_state_cache: OrderedDict[str, tuple[tuple[Any, ...], bytes]] = OrderedDict()
+        # Per tailnet, the admitted peers map answers with, kept by (seq, head): see sign.py.
+        self._map_peers: OrderedDict[str, Any] = OrderedDict()
+        self._map_build = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -322,9 +311,20 @@ class ServiceBase:
             while len(self._authorities) > self._authority_cache_size:
                 self._authorities.popitem(last=False)
 
+    def _count_attempt(self, key: str, window: float) -> int:
+        """Count an attempt under *key* in the database; the attempts in its window so far.
+
+        One upsert in its own short write transaction (SQLite's writer lock
+        or one PostgreSQL row), shared by every process and replica on the
+        store. Callers authenticate first, so only an authenticated caller
+        ever makes a row.
+        """
+        with self.store.write() as txn:
+            return txn.count_attempt(key, self.clock(), window)
+
     def _disablement_kdf(self, node: NodeRow, secret: bytes) -> bytes:
-        """Argon2 for an authenticated node: rate-limited per node, bounded per process."""
-        if not self._disable_attempts.allow(node.node_id, time.monotonic()):
+        """Argon2 for an authenticated node: rate-limited per node (shared), bounded per process."""
+        if self._count_attempt(f"disable:{node.node_id}", DISABLE_WINDOW) > DISABLE_ATTEMPTS:
             raise TooManyRequests(
                 f"too many disablement attempts: at most {DISABLE_ATTEMPTS} per "
                 f"{int(DISABLE_WINDOW)} s per node"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from tka.admission import NodeDecision
 from tka.authority import Authority
@@ -36,6 +36,12 @@ from tka.control.store import (
     Transaction,
 )
 from tka.nlkeys import NodePublic
+
+#: Admin node listings: nodes per page by default, and at most.
+NODE_PAGE: Final = 1000
+MAX_NODE_PAGE: Final = 5000
+#: Lock log updates per page (a rendered update is at most a few kB).
+LOG_PAGE: Final = 500
 
 
 class AdminOps(Auth):
@@ -96,7 +102,8 @@ class AdminOps(Auth):
 
     def register_node(self, tailnet: str, req: wire.AdminRegisterRequest) -> dict[str, Any]:
         """Register a node and mint its token (returned once; only a hash is kept)."""
-        assert req.node_key is not None
+        if req.node_key is None:  # a required field: wire.decode refuses it already
+            raise BadRequest("NodeKey: required")
         for what, v in (("RotationPubkey", req.rotation_pubkey), ("NLKey", req.nl_key)):
             if v and len(v) != 32:
                 raise BadRequest(f"{what}: {len(v)} bytes, want 32")
@@ -186,11 +193,38 @@ class AdminOps(Auth):
             txn.delete_node(node_id)
 
     def node_decisions(self, tailnet: str) -> list[wire.AdminNode]:
-        """Every node of a tailnet with the authority's decision on it."""
+        """Every node of a tailnet with the authority's decision on it (all at once)."""
         with self.store.read() as txn:
             t = self._tailnet(txn, tailnet)
             nodes = txn.nodes(tailnet)
             authority = self._cached_authority(txn, t) if t.status == STATUS_ENABLED else None
+        return self._decisions(t, nodes, authority)
+
+    def node_decisions_page(
+        self, tailnet: str, after: int = 0, limit: int = NODE_PAGE, *, locked_out: bool = False
+    ) -> tuple[list[wire.AdminNode], int | None]:
+        """One page of :meth:`node_decisions`: nodes with an ID above *after*, at most *limit*.
+
+        Returns the page and the cursor of the next one (``None`` at the
+        end). With *locked_out*, only the page's nodes the authority does
+        not admit are returned (a page may then be empty while the cursor
+        goes on): each page reads and decides at most *limit* nodes, so its
+        cost and size are bounded whatever the tailnet's size.
+        """
+        if not 1 <= limit <= MAX_NODE_PAGE:
+            raise BadRequest(f"limit: must be between 1 and {MAX_NODE_PAGE}")
+        with self.store.read() as txn:
+            t = self._tailnet(txn, tailnet)
+            nodes = txn.nodes_page(tailnet, after, limit)
+            authority = self._cached_authority(txn, t) if t.status == STATUS_ENABLED else None
+        out = self._decisions(t, nodes, authority)
+        if locked_out:
+            out = [n for n in out if not n.admitted]
+        return out, (nodes[-1].node_id if len(nodes) == limit else None)
+
+    def _decisions(
+        self, t: TailnetRow, nodes: list[NodeRow], authority: Authority | None
+    ) -> list[wire.AdminNode]:
         if authority is None:
             why = {
                 STATUS_DISABLED: "admitted: tailnet lock is disabled",
@@ -234,6 +268,33 @@ class AdminOps(Auth):
                 raise Conflict("tailnet lock was never enabled in this tailnet: no log")
             aums = log_walk_storage(txn.aum_storage(tailnet), t.head, limit)
         return render_log(aums, limit)
+
+    def lock_log_page(
+        self, tailnet: str, limit: int = 50, before: bytes | None = None
+    ) -> tuple[str, bytes | None]:
+        """One page of the lock log: at most :data:`LOG_PAGE` of the *limit* updates wanted.
+
+        The page walks back from *before* (an AUM of the tailnet; the head
+        by default) and is rendered in the v1 schema on its own; returns it
+        and where the next page starts (``None`` when the log, or *limit*,
+        ends here).
+        """
+        from tka.lockjson import log_walk_storage, render_log
+
+        if not 1 <= limit <= MAX_LOG_LIMIT:
+            raise BadRequest(f"limit: must be between 1 and {MAX_LOG_LIMIT}")
+        page = min(limit, LOG_PAGE)
+        with self.store.read() as txn:
+            t = self._tailnet(txn, tailnet)
+            if t.head is None:
+                raise Conflict("tailnet lock was never enabled in this tailnet: no log")
+            storage = txn.aum_storage(tailnet)
+            start = t.head if before is None else before
+            if before is not None and storage.get(before) is None:
+                raise NotFound("before: not an AUM of this tailnet")
+            aums = log_walk_storage(storage, start, page)
+        more = len(aums) == page and limit > page and aums[-1].parent is not None
+        return render_log(aums, page), (aums[-1].parent if more else None)
 
     def admin_affected_sigs(self, tailnet: str, key_id: bytes) -> list[bytes]:
         """Admin view of ``affected-sigs``."""

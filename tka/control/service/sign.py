@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import binascii
 import hmac
-from dataclasses import replace
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Final, cast
 
 from tka.control import wire
 from tka.control.errors import (
@@ -29,6 +32,8 @@ from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     NodeRow,
+    TailnetRow,
+    Transaction,
 )
 from tka.errors import DecodeError, VerificationError
 from tka.nlkeys import NodePublic
@@ -44,6 +49,9 @@ class SignRPCs(Auth):
         """``/machine/tka/disable``: turn lock off with a disablement secret."""
         if len(req.disablement_secret) > MAX_SECRET_BYTES:
             raise BadRequest(f"DisablementSecret: longer than {MAX_SECRET_BYTES} bytes")
+        head = req.head
+        if head is None:  # a required field: wire.decode refuses it already
+            raise BadRequest("Head: required")
         with self.store.read() as txn:
             node, _ = self._auth_node(txn, token, req.node_key, ctx)
         # Argon2 is slow on purpose: only for an authenticated node, rate
@@ -54,8 +62,7 @@ class SignRPCs(Auth):
                 raise Conflict("tailnet lock is already disabled in this tailnet")
             self._require_enabled(t)
             authority = self._cached_authority(txn, t)
-            assert req.head is not None
-            if txn.aum_storage(t.name).get(req.head) is None:
+            if txn.aum_storage(t.name).get(head) is None:
                 raise Conflict("Head is not an AUM the service holds: sync first")
             found = False
             for value in authority.state.disablement_values or ():
@@ -149,7 +156,8 @@ class SignRPCs(Auth):
     ) -> wire.RegisterResponse:
         """``/machine/register`` (rotation subset): move a node to a new node key."""
         new_key = req.node_key
-        assert new_key is not None
+        if new_key is None:  # a required field: wire.decode refuses it already
+            raise BadRequest("NodeKey: required")
         if req.node_key_signature:
             try:
                 NodeKeySignature.from_bytes(req.node_key_signature)
@@ -205,27 +213,129 @@ class SignRPCs(Auth):
 
     def map(self, token: str | None, req: wire.MapRequest, ctx: RequestContext) -> wire.MapResponse:
         """``/machine/map`` (lock subset): the head and the peers the authority admits."""
+        node, info, peers = self._map_parts(token, req, ctx)
+        if isinstance(peers, _MapPeers):
+            others = tuple(n for n in peers.nodes if n.id != node.node_id)
+        else:
+            others = tuple(_map_node(n) for n in peers if n.node_id != node.node_id)
+        return wire.MapResponse(_map_node(node), others, info)
+
+    def map_json(self, token: str | None, body: dict[str, Any], ctx: RequestContext) -> bytes:
+        """:meth:`map` as the JSON bytes of its answer, for the HTTP layer.
+
+        With lock enabled, the admitted peers' entries are built once per
+        tailnet ``seq`` and head (see :meth:`_admitted_peers`); a request
+        then costs its authentication and copying its answer out, without
+        the caller's own entry.
+        """
+        req = wire.decode(wire.MapRequest, body)
+        node, info, peers = self._map_parts(token, req, ctx)
+        parts: list[bytes | memoryview] = [b'{"Node":', _entry_json(node), b',"Peers":[']
+        if isinstance(peers, _MapPeers):
+            view = memoryview(peers.body)
+            span = peers.spans.get(node.node_id)
+            if span is None:
+                parts.append(view)
+            else:
+                start, end = span
+                if start > 0:
+                    parts.append(view[: start - 1])  # up to the comma before the entry
+                    parts.append(view[end:])  # from the comma after it (or the end)
+                else:
+                    parts.append(view[end + 1 :])
+        else:
+            parts.append(b",".join(_entry_json(n) for n in peers if n.node_id != node.node_id))
+        parts.append(b"]")
+        if info is not None:
+            parts += [b',"TKAInfo":', json.dumps(wire.encode(info)).encode()]
+        parts.append(b"}\n")
+        return b"".join(parts)
+
+    def _map_parts(
+        self, token: str | None, req: wire.MapRequest, ctx: RequestContext
+    ) -> tuple[NodeRow, wire.TKAInfo | None, _MapPeers | list[NodeRow]]:
+        """The caller's node, the lock info, and the peers (the caller still among them)."""
         with self.store.read() as txn:
             node, t = self._auth_node(txn, token, req.node_key, ctx)
-            nodes = txn.nodes(t.name)
-            info: wire.TKAInfo | None = None
-            admitted = {n.node_id for n in nodes}
             if t.status == STATUS_ENABLED:
-                authority = self._cached_authority(txn, t)
-                info = wire.TKAInfo(head=authority.head_hash)
-                admitted = {
-                    d.node.node_id
-                    for d in self.admission.evaluate(authority, _records(nodes))
-                    if d.admitted
-                }
-            elif t.status == STATUS_DISABLED:
-                info = wire.TKAInfo(disabled=True)
+                return node, wire.TKAInfo(head=t.head), self._admitted_peers(txn, t)
+            # Lock off (or disabled): every node is a peer, signed or not.
+            info = wire.TKAInfo(disabled=True) if t.status == STATUS_DISABLED else None
+            return node, info, txn.nodes(t.name)
 
-        def entry(n: NodeRow) -> wire.MapNode:
-            return wire.MapNode(n.node_id, NodePublic(n.node_key), n.signature or b"")
+    def _admitted_peers(self, txn: Transaction, t: TailnetRow) -> _MapPeers:
+        """The nodes the authority at *t*'s head admits, as map sends them.
 
-        return wire.MapResponse(
-            entry(node),
-            tuple(entry(n) for n in nodes if n.node_id != node.node_id and n.node_id in admitted),
-            info,
+        Kept per tailnet by ``(seq, head)``: ``seq`` moves, in the database,
+        with every head change and every change of a node's signature (a
+        signed node's arrival, departure or new key included), which is all
+        the admitted set depends on; so every process and replica on the
+        store drops it at the same change. Built once per change (one
+        build at a time; requests that arrive meanwhile wait for it), from
+        one read of the tailnet's nodes and the admission cache's verdicts.
+        """
+        key = (t.seq, t.head)
+        with self._lock:
+            found = self._map_peers.get(t.name)
+            if found is not None and found.key == key:
+                self._map_peers.move_to_end(t.name)
+                return cast(_MapPeers, found)
+        with self._map_build:
+            with self._lock:
+                found = self._map_peers.get(t.name)
+            if found is not None and found.key == key:
+                return cast(_MapPeers, found)
+            authority = self._cached_authority(txn, t)
+            nodes = txn.nodes(t.name)
+            admitted = {
+                d.node.node_id
+                for d in self.admission.evaluate(authority, _records(nodes))
+                if d.admitted
+            }
+            chosen = [n for n in nodes if n.node_id in admitted]
+            entries = [_entry_json(n) for n in chosen]
+            spans: dict[int, tuple[int, int]] = {}
+            pos = 0
+            for n, e in zip(chosen, entries, strict=True):
+                spans[n.node_id] = (pos, pos + len(e))
+                pos += len(e) + 1
+            built = _MapPeers(key, b",".join(entries), spans, tuple(_map_node(n) for n in chosen))
+            with self._lock:
+                current = self._map_peers.get(t.name)
+                if current is None or current.key[0] <= t.seq:
+                    self._map_peers[t.name] = built
+                    self._map_peers.move_to_end(t.name)
+                    while len(self._map_peers) > _MAP_CACHE_TAILNETS:
+                        self._map_peers.popitem(last=False)
+            return built
+
+
+#: How many tailnets' admitted peers map keeps at once.
+_MAP_CACHE_TAILNETS: Final = 64
+
+
+@dataclass(frozen=True)
+class _MapPeers:
+    """A tailnet's admitted nodes as map sends them, valid while ``key`` = (seq, head) stays."""
+
+    key: tuple[int, bytes | None]
+    body: bytes
+    """Every admitted node's JSON entry, joined by commas."""
+    spans: dict[int, tuple[int, int]]
+    """Node ID -> where its entry is in :attr:`body` (start, end)."""
+    nodes: tuple[wire.MapNode, ...]
+
+
+def _map_node(n: NodeRow) -> wire.MapNode:
+    return wire.MapNode(n.node_id, NodePublic(n.node_key), n.signature or b"")
+
+
+def _entry_json(n: NodeRow) -> bytes:
+    """``wire.encode(_map_node(n))`` as compact JSON (hex and base64 need no escaping)."""
+    if n.signature:
+        return b'{"ID":%d,"Key":"nodekey:%s","KeySignature":"%s"}' % (
+            n.node_id,
+            n.node_key.hex().encode("ascii"),
+            binascii.b2a_base64(n.signature, newline=False),
         )
+    return b'{"ID":%d,"Key":"nodekey:%s"}' % (n.node_id, n.node_key.hex().encode("ascii"))

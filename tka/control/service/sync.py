@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import replace
 
 from tka.aum import AUM, hash_to_text
 from tka.authority import Authority
 from tka.bundle import parents_first
+from tka.chain import compute_active_chain, compute_state_at
 from tka.control import wire
 from tka.control.errors import (
+    BadRequest,
     Conflict,
+    StoreUnavailable,
 )
 from tka.control.service._base import (
     _WRITE_ATTEMPTS,
+    MAX_SEND_AUMS,
     Caller,
     RequestContext,
     _check_signature_count,
@@ -25,8 +31,10 @@ from tka.control.service.auth import Auth
 from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
+    AUMStorage,
     NodeRow,
 )
+from tka.errors import TKAError
 from tka.limits import MAX_SCAN_ITERATIONS
 from tka.sync import NoIntersection, SyncOffer, missing_aums, sync_offer
 
@@ -51,7 +59,8 @@ class SyncRPCs(Auth):
         self, token: Caller, req: wire.SyncOfferRequest, ctx: RequestContext
     ) -> wire.SyncOfferResponse:
         """``/machine/tka/sync/offer``: the service's offer and what the node lacks."""
-        assert req.head is not None  # required field
+        if req.head is None:  # a required field: wire.decode refuses it already
+            raise BadRequest("Head: required")
         with self.store.read() as txn:
             _, t = self._auth_node(txn, token, req.node_key, ctx)
             self._require_enabled(t)
@@ -72,21 +81,44 @@ class SyncRPCs(Auth):
     def sync_send(
         self, token: Caller, req: wire.SyncSendRequest, ctx: RequestContext
     ) -> wire.SyncSendResponse:
-        """``/machine/tka/sync/send``: verify and apply the AUMs the service lacks."""
+        """``/machine/tka/sync/send``: verify and apply the AUMs the service lacks.
+
+        At most :data:`MAX_SEND_AUMS` AUMs, refused (400) before any is
+        decoded. The chain is read in a short read transaction (only what
+        the verification will look at, see :class:`_Snapshot`); the
+        signatures are then verified with no transaction open and no pool
+        connection held; the write transaction only checks that the tailnet
+        did not move and stores the result.
+        """
+        if len(req.missing_aums) > MAX_SEND_AUMS:
+            raise BadRequest(
+                f"MissingAUMs: {len(req.missing_aums)} AUMs, more than the {MAX_SEND_AUMS} "
+                "one sync/send may carry (Tailscale's maxSyncIter)"
+            )
         aums = [_decode_aum(b, f"MissingAUMs[{i}]") for i, b in enumerate(req.missing_aums)]
         for i, a in enumerate(aums):
             _check_signature_count(a, f"MissingAUMs[{i}]")
         ordered = parents_first(aums)
         for _ in range(_WRITE_ATTEMPTS):
-            # Verify in a read transaction: the tailnet's write lock is not held.
             with self.store.read() as txn:
                 node, t = self._auth_node(txn, token, req.node_key, ctx)
                 self._require_enabled(t)
                 before = self._cached_authority(txn, t)
-                recorder = _Recorder(txn.aum_storage(t.name))
-                authority = self._apply(recorder, before, ordered)
-                if req.interactive and aums:
-                    self._require_on_chain(recorder, authority, aums)
+                snapshot = _Snapshot(txn.aum_storage(t.name))
+                snapshot.prefetch(before, ordered)
+                snapshot.detach()
+            # Verified with no transaction open: the tailnet's write lock is
+            # not held, and (PostgreSQL) no pool connection either.
+            try:
+                recorder, authority = self._verify_send(snapshot, before, ordered, aums, req)
+            except _Miss:
+                # The prefetch missed a read (it never should): verify in a
+                # read transaction, as a fallback. Whatever moved since is
+                # caught by the version check below.
+                with self.store.read() as txn:
+                    snapshot.attach(txn.aum_storage(t.name))
+                    recorder, authority = self._verify_send(snapshot, before, ordered, aums, req)
+                    snapshot.detach()
             try:
                 with self._node_write(token, req.node_key, ctx, tailnet=t.name) as (
                     txn,
@@ -115,6 +147,20 @@ class SyncRPCs(Auth):
             self._head_changed(ctx, nodes, before, authority)
         return wire.SyncSendResponse(authority.head_hash)
 
+    def _verify_send(
+        self,
+        snapshot: _Snapshot,
+        before: Authority,
+        ordered: list[AUM],
+        aums: list[AUM],
+        req: wire.SyncSendRequest,
+    ) -> tuple[_Recorder, Authority]:
+        recorder = _Recorder(snapshot)
+        authority = self._apply(recorder, before, ordered)
+        if req.interactive and aums:
+            self._require_on_chain(recorder, authority, aums)
+        return recorder, authority
+
     @staticmethod
     def _apply(storage: _Recorder, before: Authority, ordered: list[AUM]) -> Authority:
         """Verify and store AUMs not yet held, parents first; the resulting authority."""
@@ -141,12 +187,16 @@ class SyncRPCs(Auth):
     def _require_on_chain(storage: _Recorder, authority: Authority, aums: list[AUM]) -> None:
         """Refuse (and so roll back) an interactive change that lost a fork."""
         chain: set[bytes] = set()
+        unseen = {a.hash for a in aums}
         cursor: AUM | None = authority.head
         oldest = authority.oldest_ancestor.hash
         for _ in range(MAX_SCAN_ITERATIONS):
             if cursor is None:
                 break
             chain.add(cursor.hash)
+            unseen.discard(cursor.hash)
+            if not unseen:
+                break  # every AUM sent is on the chain: no need to walk the rest
             if cursor.hash == oldest or cursor.parent is None:
                 break
             cursor = storage.get(cursor.parent)
@@ -156,3 +206,102 @@ class SyncRPCs(Auth):
                 f"the change loses a fork: AUM {lost[0].hash_text} is not on the active chain, "
                 f"whose head is {authority.head.hash_text}; sync and make the change again"
             )
+
+
+class _Miss(Exception):
+    """Verification looked for a stored AUM the read transaction did not fetch."""
+
+
+class _Snapshot:
+    """A tailnet's AUMs as read in one read transaction, readable after it ended.
+
+    :meth:`prefetch` makes, in the transaction, the reads that verifying a
+    ``sync/send`` makes (the sent AUMs and their parents, the states at
+    those parents, and the active chain's walk when the AUMs do not simply
+    extend the head); every answer is kept. After :meth:`detach` the same
+    reads are answered from memory, so the verification holds no
+    connection; a read that was not made raises :class:`_Miss`.
+    """
+
+    def __init__(self, base: AUMStorage) -> None:
+        self._base: AUMStorage | None = base
+        self._get: dict[bytes, AUM | None] = {}
+        self._children: dict[bytes, list[AUM]] = {}
+        self._heads: list[AUM] | None = None
+
+    def attach(self, base: AUMStorage) -> None:
+        """Read through *base* again (a fallback read transaction)."""
+        self._base = base
+
+    def detach(self) -> None:
+        """Answer from what was read only."""
+        self._base = None
+
+    def get(self, aum_hash: bytes) -> AUM | None:
+        h = bytes(aum_hash)
+        if h in self._get:
+            return self._get[h]
+        if self._base is None:
+            raise _Miss
+        found = self._get[h] = self._base.get(h)
+        return found
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        h = bytes(aum_hash)
+        found = self._children.get(h)
+        if found is None:
+            if self._base is None:
+                raise _Miss
+            found = self._children[h] = self._base.children(h)
+            for a in found:
+                self._get.setdefault(a.hash, a)
+        return list(found)
+
+    def heads(self) -> list[AUM]:
+        if self._heads is None:
+            if self._base is None:
+                raise _Miss
+            self._heads = self._base.heads()
+            for a in self._heads:
+                self._get.setdefault(a.hash, a)
+        return list(self._heads)
+
+    def commit_verified(self, aums: Sequence[AUM]) -> None:
+        raise StoreUnavailable("internal: a snapshot is read-only")
+
+    def last_active_ancestor(self) -> bytes | None:
+        raise _Miss  # not read by verification
+
+    def set_last_active_ancestor(self, aum_hash: bytes) -> None:
+        raise StoreUnavailable("internal: a snapshot is read-only")
+
+    def all_aums(self) -> list[AUM]:
+        raise _Miss  # not read by verification
+
+    def prefetch(self, before: Authority, ordered: list[AUM]) -> None:
+        """Make the reads :meth:`SyncRPCs._apply` will make on *ordered* (in the transaction)."""
+        new = [a for a in ordered if self.get(a.hash) is None]
+        if not new:
+            return
+        batch = {a.hash for a in new}
+        prev = before.head_hash
+        extends_head = True
+        for a in new:
+            parent = a.parent
+            if parent != prev:
+                extends_head = False
+            prev = a.hash
+            if parent is None or parent in batch:
+                continue
+            if self.get(parent) is not None and parent != before.head_hash:
+                # The state at the head is known; any other is computed from
+                # the chain. An error here is the verification's to report.
+                with contextlib.suppress(TKAError):
+                    compute_state_at(self, parent)
+        if not extends_head:
+            # The new head is then found by walking the whole tree (a fork,
+            # or AUMs that do not extend the head in order).
+            overlay = _Recorder(self)
+            overlay.commit_verified(new)
+            with contextlib.suppress(TKAError):
+                compute_active_chain(overlay, before.oldest_ancestor.hash)
