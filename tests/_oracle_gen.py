@@ -704,46 +704,95 @@ def inform_cases(draw: Any) -> InformCase:
 
 @dataclass(frozen=True)
 class SyncCase:
-    """Two nodes' stores (AUMs and hints) sharing a prefix."""
+    """Two nodes' stores (AUMs and hints), usually sharing a prefix; *shape* names the draw."""
 
     local: ChainCase
     remote: ChainCase
+    shape: str = ""
+
+
+# Lengths where the two generations of Tailscale's sync rules (tka/sync.py)
+# turn: the released SyncOffer lists the AUMs 4, 16, 64 and 256 steps back
+# (and the oldest twice when it is one of them); both the offer's walk and the
+# head-intersection walk stop after 400 steps (released) or 1000 (main).
+_SYNC_SKIP_EDGES = (3, 4, 5, 15, 16, 17, 63, 64, 65)
+_SYNC_CAP_EDGES = (255, 256, 257, 399, 400, 401, 999, 1000, 1001)
+
+
+def _sync_length(draw: Any) -> int:
+    """A chain or extension length: mostly small, often at a skip point, now and then at a cap."""
+    mode = draw(st.integers(0, 19))
+    if mode < 12:
+        return int(draw(st.integers(0, 6)))
+    if mode < 18:
+        return int(draw(st.sampled_from(_SYNC_SKIP_EDGES)))
+    return int(draw(st.sampled_from(_SYNC_CAP_EDGES)))
 
 
 @st.composite
 def sync_cases(draw: Any) -> SyncCase:
+    """Two nodes whose chains share a prefix, then extend it (a fork when both do).
+
+    Lengths lean to where the sync rules of Tailscale's releases and of its
+    main branch differ (see ``_SYNC_SKIP_EDGES``). Checkpoints come at a rate
+    drawn per case (none, one in ten, one in three); a side may be compacted
+    (its oldest AUM a later checkpoint, named by its hint, as after
+    ``Compact``), and now and then the other side holds an unrelated authority.
+    """
     g = genesis_for(draw, [0])
-    ids = (g.state.state_id1, g.state.state_id2) if g.state else (0, 0)
+    rng = draw(st.randoms(use_true_random=False))
+    checkpoint_rate = draw(st.sampled_from([0.0, 0.1, 0.1, 0.33]))
     serial = 0
 
     def extend(start: list[AUM], n: int) -> list[AUM]:
         nonlocal serial
         out = list(start)
+        # Kinds that always apply, so both sides open: sync is under test.
+        # Checkpoints repeat the genesis state (its state IDs included).
+        genesis_state = out[0].state
+        assert genesis_state is not None
         for _ in range(n):
             serial += 1
-            # Kinds that always apply, so both sides open: sync is under test.
-            c = draw(st.integers(0, 9))
-            kind_aum = AUM(
-                AUMKind.NO_OP if c else 77,
-                prev_aum_hash=out[-1].hash,
-                key_id=serial.to_bytes(4, "big"),
-            )
-            if c == 1 and g.state is not None:
-                kind_aum = AUM(
-                    AUMKind.CHECKPOINT,
+            r = rng.random()
+            if r < checkpoint_rate:
+                aum = AUM(AUMKind.CHECKPOINT, prev_aum_hash=out[-1].hash, state=genesis_state)
+            else:
+                aum = AUM(
+                    AUMKind.NO_OP if r < 0.93 else 77,
                     prev_aum_hash=out[-1].hash,
-                    state=State(None, g.state.disablement_values, g.state.keys, *ids),
+                    key_id=serial.to_bytes(4, "big"),
                 )
-            out.append(signed(kind_aum, [PRIVS[draw(st.sampled_from([0, 0, 1]))]]))
+            out.append(signed(aum, [PRIVS[rng.choice([0, 0, 0, 1])]]))
         return out
 
-    # Now and then past the 1000-step head-intersection walk of sync.
-    long = draw(st.integers(0, 24)) == 0
-    common = extend([g], draw(st.integers(990, 1010) if long else st.integers(0, 6)))
-    local = extend(common, draw(st.integers(0, 4)))
-    remote = extend(common, draw(st.integers(0, 4)))
+    def compacted(chain: list[AUM]) -> tuple[list[AUM], str]:
+        # Drop everything before a later checkpoint, which becomes the oldest.
+        marks = [i for i, a in enumerate(chain) if i and a.message_kind == AUMKind.CHECKPOINT]
+        if not marks or draw(st.integers(0, 3)):
+            return chain, ""
+        i = marks[draw(st.integers(0, len(marks) - 1))]
+        return chain[i:], f" compacted@{i}"
 
-    return SyncCase(ChainCase(local, g.hash), ChainCase(remote, g.hash))
+    common = extend([g], _sync_length(draw))
+    ext_local, ext_remote = _sync_length(draw), _sync_length(draw)
+    local = extend(common, ext_local)
+    if draw(st.integers(0, 29)) == 0:
+        other = genesis_for(draw, [0])
+        remote = extend([other], ext_remote)
+        shape = "unrelated"
+    else:
+        remote = extend(common, ext_remote)
+        shape = f"common={len(common) - 1} local+{ext_local} remote+{ext_remote}"
+    sides = []
+    for name, chain in (("local", local), ("remote", remote)):
+        chain, how = compacted(chain)
+        if how:
+            shape += f" {name}{how}"
+        hint: bytes | None = chain[0].hash
+        if not how and draw(st.integers(0, 9)) == 0:
+            hint = None
+        sides.append(ChainCase(chain, hint))
+    return SyncCase(sides[0], sides[1], shape)
 
 
 # -- on-disk store mutations ------------------------------------------------------------

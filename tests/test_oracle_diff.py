@@ -12,6 +12,18 @@ same cases every time in well under a minute. A long campaign:
 (random, or seeded, generation with that many examples per family). Where a
 Go panic is the oracle's answer (Tailscale's nodes crash), tka must refuse
 with a StorageError (see ``CONFORMANCE.md``).
+
+Sync has two generations of rules (``tka/sync.py``): the oracle is asked once
+which ``tailscale.com`` it was built against (its ``version`` op; an oracle
+without one is the prebuilt main binary) and sync is compared under that
+generation's rules, cross-checked by one probe exchange. Tailscale's
+``ChonkDir`` also changed (v1.102.3, ``ea9b1a230``): before it, ``ChildAUMs``
+matched a stored previous hash byte for byte, so an AUM whose previous hash is
+not 32 bytes was no AUM's child; since, it is indexed under ``AUM.Parent``
+(truncated or zero-padded), as tka's stores do. Against an older oracle the
+on-disk leg of the chain tests is compared with an in-memory store that
+matches byte for byte (``_ByteExactChildren``), and the damaged-store test
+leaves such chains out.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from _oracle_gen import (
     signed,
     sync_cases,
 )
-from hypothesis import HealthCheck, Phase, event, given, seed, settings
+from hypothesis import HealthCheck, Phase, assume, event, given, seed, settings
 from hypothesis import strategies as st
 
 from tka.aum import AUM, AUMKind, hash_to_text
@@ -67,6 +79,7 @@ from tka.sig import NodeKeySignature, SigKind, node_key_binary
 from tka.state import State
 from tka.storage.fs import FilesystemStore
 from tka.storage.memory import MemoryStore
+from tka.sync import SYNC_RULES_MAIN, SYNC_RULES_V1_102, SyncRules, sync_offer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +116,122 @@ def budget(examples: int) -> Callable[[F], F]:
 def oracle() -> Oracle:
     """The session's one oracle process (see ``tests/_oracle.py``)."""
     return oracle_or_skip()
+
+
+# tailscale.com tags whose tka has the released sync rules: every tag up to
+# v1.103.0-pre (f6fa29463, main's change, is in none of them).
+_RELEASED_SYNC = re.compile(r"v1\.(?:\d|[1-9]\d|10[0-2])\.\d+(?:-pre)?|v1\.103\.0-pre")
+
+
+def sync_rules_for_version(version: str | None) -> SyncRules | None:
+    """The sync rules of a ``tailscale.com`` version; ``None`` when unknown.
+
+    ``version`` ``None`` is an oracle without the ``version`` op: the prebuilt
+    binary made from main at de9ec7ee, before the op existed.
+    """
+    if version is None:
+        return SYNC_RULES_MAIN
+    if _RELEASED_SYNC.fullmatch(version):
+        return SYNC_RULES_V1_102
+    return None
+
+
+def _probe_sync_rules(oracle: Oracle) -> SyncRules:
+    """Which generation the oracle's ``SyncOffer`` follows, from one exchange.
+
+    Genesis and five NoOps: the released offer lists the AUM four steps
+    back, main's lists only the oldest.
+    """
+    chain = [
+        signed(
+            AUM(AUMKind.CHECKPOINT, state=State(None, (bytes(32),), (Key(1, 1, PUBS[0]),), 1, 1)),
+            [PRIVS[0]],
+        )
+    ]
+    for i in range(5):
+        chain.append(
+            signed(AUM(AUMKind.NO_OP, prev_aum_hash=chain[-1].hash, key_id=bytes([i])), [PRIVS[0]])
+        )
+    side = {"aums_hex": _hex(chain), "last_active_ancestor_b32": chain[0].hash_text}
+    answer = oracle.ask("sync_exchange", local=side, remote=side)
+    store = MemoryStore()
+    store.commit_verified(chain)
+    authority = Authority.open(store)
+    for rules in (SYNC_RULES_V1_102, SYNC_RULES_MAIN):
+        head, ancestors = sync_offer(authority, store, rules=rules).to_text()
+        if answer["local_offer"] == {"head_b32": head, "ancestors_b32": ancestors}:
+            return rules
+    raise AssertionError(f"the oracle's SyncOffer follows neither generation: {answer}")
+
+
+@pytest.fixture(scope="session")
+def oracle_sync_rules(oracle: Oracle, oracle_version: str | None) -> SyncRules:
+    """The sync rules of the ``tailscale.com`` the oracle was built against."""
+    version = oracle_version
+    probed = _probe_sync_rules(oracle)
+    known = sync_rules_for_version(version)
+    assert known in (None, probed), (
+        f"tailscale.com {version} should have the {known.name if known else '?'} sync rules "
+        f"but its SyncOffer follows {probed.name}'s"
+    )
+    return probed
+
+
+# tailscale.com tags whose ChonkDir still scanned for children (before v1.102.3).
+_SCANNING_CHONKDIR = re.compile(r"v1\.(?:\d|[1-9]\d|10[01])\.\d+(?:-pre)?|v1\.102\.[0-2]")
+
+
+class _ByteExactChildren(MemoryStore):
+    """A store whose children are those whose previous hash is the parent's, byte for byte.
+
+    Tailscale's ``ChonkDir`` before v1.102.3: ``ChildAUMs`` compared the
+    stored ``PrevAUMHash`` with the parent hash, while ``Heads`` and walks
+    back read it through ``AUM.Parent``, as now.
+    """
+
+    def children(self, aum_hash: bytes) -> list[AUM]:
+        return [a for a in super().children(aum_hash) if a.prev_aum_hash == aum_hash]
+
+
+def _odd_parent(aums: list[AUM]) -> bool:
+    """Whether some AUM has a previous hash of other than 32 bytes."""
+    return any(a.prev_aum_hash and len(a.prev_aum_hash) != 32 for a in aums)
+
+
+@pytest.fixture(scope="session")
+def oracle_version(oracle: Oracle) -> str | None:
+    """The oracle's ``tailscale.com`` version; ``None`` when it has no ``version`` op."""
+    answer = oracle.ask("version")
+    if "oracle_error" in answer:
+        assert answer["oracle_error"] == "unknown op version", answer
+        return None
+    version: str = answer["tailscale_version"]
+    return version
+
+
+@pytest.fixture(scope="session")
+def oracle_fs_byte_exact(oracle: Oracle, oracle_version: str | None) -> bool:
+    """Whether the oracle's ``ChonkDir`` matches children byte for byte (before v1.102.3).
+
+    Probed with a genesis and a child whose previous hash has a zero byte too
+    many, cross-checked with the version.
+    """
+    g = signed(
+        AUM(AUMKind.CHECKPOINT, state=State(None, (bytes(32),), (Key(1, 1, PUBS[0]),), 1, 1)),
+        [PRIVS[0]],
+    )
+    odd = AUM(AUMKind.NO_OP, prev_aum_hash=g.hash + b"\x00", key_id=b"\x01")
+    answer = oracle.ask("chain", fs=True, aums_hex=_hex([g, odd]), last_active_ancestor_b32=None)
+    # Indexed under its truncated parent, the child fails to apply; matched
+    # byte for byte, it is nobody's child and the genesis is the head.
+    assert answer["ok"] is False, answer
+    byte_exact = answer["fs_open"]["ok"]
+    if oracle_version is not None and oracle_version.startswith("v"):
+        assert byte_exact == bool(_SCANNING_CHONKDIR.fullmatch(oracle_version)), (
+            oracle_version,
+            answer,
+        )
+    return bool(byte_exact)
 
 
 def _hex(aums: list[AUM]) -> list[str]:
@@ -233,7 +362,7 @@ def test_disablement_kdf_and_check_agree(oracle: Oracle, secret: bytes, matching
 # -- chains: Open on memory and on Tailscale's directory layout ------------------------------
 
 
-def _check_chain(oracle: Oracle, case: ChainCase) -> None:
+def _check_chain(oracle: Oracle, case: ChainCase, fs_byte_exact: bool) -> None:
     request = {"aums_hex": _hex(case.aums), "last_active_ancestor_b32": _hint(case.hint)}
     answer = oracle.ask("chain", fs=True, **request)
     event("panic" if "oracle_error" in answer else f"ok={answer['ok']}")
@@ -248,19 +377,35 @@ def _check_chain(oracle: Oracle, case: ChainCase) -> None:
         return
     chain_kind.check({**request, **answer}, Context("memory"))
     fs_case = {**request, "heads_b32": answer["fs_heads_b32"], **answer["fs_open"]}
+    if fs_byte_exact and _odd_parent(case.aums):
+        # An older ChonkDir (see the module docstring): compare with a store
+        # that matches children as it did.
+        event("fs: children matched byte for byte")
+        store = _ByteExactChildren()
+        store.commit_verified(case.aums)
+        if case.hint is not None:
+            store.set_last_active_ancestor(case.hint)
+        heads = sorted(a.hash_text for a in store.heads())
+        assert heads == fs_case["heads_b32"]
+        chain_kind.check_open(store, fs_case, "fs ")
+        return
     chain_kind.check(fs_case, Context("fs"))
 
 
 @budget(120)
 @given(case=chain_cases())
-def test_forked_chains_open_to_the_same_head(oracle: Oracle, case: ChainCase) -> None:
-    _check_chain(oracle, case)
+def test_forked_chains_open_to_the_same_head(
+    oracle: Oracle, oracle_fs_byte_exact: bool, case: ChainCase
+) -> None:
+    _check_chain(oracle, case, oracle_fs_byte_exact)
 
 
 @budget(40)
 @given(case=chain_cases(signed_chain=True))
-def test_signed_forked_chains_open_to_the_same_head(oracle: Oracle, case: ChainCase) -> None:
-    _check_chain(oracle, case)
+def test_signed_forked_chains_open_to_the_same_head(
+    oracle: Oracle, oracle_fs_byte_exact: bool, case: ChainCase
+) -> None:
+    _check_chain(oracle, case, oracle_fs_byte_exact)
 
 
 @budget(100)
@@ -281,15 +426,25 @@ def test_inform_batches_move_the_head_alike(
 
 @budget(60)
 @given(case=sync_cases())
-def test_sync_exchanges_agree(oracle: Oracle, case: SyncCase) -> None:
+def test_sync_exchanges_agree(oracle: Oracle, oracle_sync_rules: SyncRules, case: SyncCase) -> None:
+    """Offers, MissingAUMs both ways and the heads after, under the oracle's generation."""
     sides = {
         name: {"aums_hex": _hex(c.aums), "last_active_ancestor_b32": _hint(c.hint)}
         for name, c in (("local", case.local), ("remote", case.remote))
     }
     answer = oracle.ask("sync_exchange", **sides)
     assert not _panicked(answer)
+    assert "open_error" not in answer, (case.shape, answer)  # the generator makes both open
     event(f"sent={len(answer['local_missing_aums'].get('hashes_b32') or [])}")
-    sync_kind.check({"case_type": "exchange", **sides, **answer}, Context("memory"))
+    event(f"rules={oracle_sync_rules.name}")
+    event("unrelated" if case.shape.startswith("unrelated") else "sharing a prefix")
+    event("compacted" if "compacted" in case.shape else "not compacted")
+    lengths = [int(n) for n in re.findall(r"\d+", case.shape.split(" compacted", 1)[0])]
+    event(f"longest run {'>= 255' if max(lengths, default=0) >= 255 else '< 255'}")
+    sync_kind.check(
+        {"case_type": "exchange", **sides, **answer},
+        Context("memory", sync_rules=oracle_sync_rules),
+    )
 
 
 # -- Tailscale's on-disk store, damaged -------------------------------------------------------
@@ -325,8 +480,15 @@ def _ours_on_disk(root: str) -> dict[str, Any]:
     rng=st.randoms(use_true_random=False),
 )
 def test_damaged_store_directories_open_alike(
-    oracle: Oracle, case: ChainCase, go_writes: bool, damages: int, rng: random.Random
+    oracle: Oracle,
+    oracle_fs_byte_exact: bool,
+    case: ChainCase,
+    go_writes: bool,
+    damages: int,
+    rng: random.Random,
 ) -> None:
+    # An older ChonkDir reads such chains otherwise (see the module docstring).
+    assume(not (oracle_fs_byte_exact and _odd_parent(case.aums)))
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "chonk")
         if go_writes:

@@ -23,8 +23,11 @@ __all__ = [
     "MAX_META_BYTES",
     "MAX_PREV_NODE_KEYS",
     "MAX_SCAN_ITERATIONS",
-    "MAX_SYNC_HEAD_INTERSECTION_ITER",
+    "MAX_SYNC_HEAD_INTERSECTION_ITER_MAIN",
+    "MAX_SYNC_HEAD_INTERSECTION_ITER_V1_102",
     "MAX_SYNC_ITER",
+    "SYNC_ANCESTORS_SKIP_SHIFT",
+    "SYNC_ANCESTORS_SKIP_START",
 ]
 
 MAX_DISABLEMENT_VALUES: Final = 32  # maxDisablementValues: entries in a checkpoint's state
@@ -33,9 +36,19 @@ MAX_KEYS: Final = 512  # maxKeys: trusted keys in a checkpoint's state
 MAX_META_BYTES: Final = 512  # maxMetaBytes: summed key+value length of one key's metadata
 KEY_VOTES_MAX: Final = 4096  # Key.StaticValidate: votes must be 1..4096
 MAX_SYNC_ITER: Final = 2000  # maxSyncIter: any-intersection search during sync
-MAX_SYNC_HEAD_INTERSECTION_ITER: Final = 1000  # maxSyncHeadIntersectionIter
 MAX_SCAN_ITERATIONS: Final = 2000  # maxScanIterations: walks over the AUM tree
 MAX_PREV_NODE_KEYS: Final = 15  # maxPrevKeys in sig.go: ResignNKS trims rotation chains
+
+# Sync (sync.go), which differs between Tailscale's generations: see tka/sync.py.
+# maxSyncHeadIntersectionIter in the releases (v1.101.0-pre through v1.102.5,
+# and v1.103.0-pre): head-intersection walk and SyncOffer's walk.
+MAX_SYNC_HEAD_INTERSECTION_ITER_V1_102: Final = 400
+# maxSyncHeadIntersectionIter on main since f6fa29463 (de9ec7ee, the vectors' commit).
+MAX_SYNC_HEAD_INTERSECTION_ITER_MAIN: Final = 1000
+# ancestorsSkipStart and ancestorsSkipShift (sync.go, releases only; removed on
+# main by f6fa29463): SyncOffer lists the AUMs 4, 16, 64, 256, ... steps back.
+SYNC_ANCESTORS_SKIP_START: Final = 4
+SYNC_ANCESTORS_SKIP_SHIFT: Final = 2
 
 # cborDecOpts in tka.go.
 CBOR_MAX_NESTED_LEVELS: Final = 16

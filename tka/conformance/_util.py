@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tka.sync import SyncRules
 
 __all__ = ["Context", "Mismatch", "close_store", "expect", "make_store", "unhex"]
 
@@ -16,9 +19,15 @@ class Mismatch(AssertionError):
 
 @dataclass(frozen=True)
 class Context:
-    """Options that apply to a whole run (for example which storage backend to use)."""
+    """Options that apply to a whole run (for example which storage backend to use).
+
+    ``sync_rules`` is the generation of Tailscale's sync rules the ``sync``
+    cases were made with (``tka.sync.SyncRules``); ``None`` means
+    ``SYNC_RULES_MAIN``, that of the commit that generated ``vectors/``.
+    """
 
     store: str = "memory"
+    sync_rules: SyncRules | None = None
 
 
 def unhex(value: Any) -> bytes | None:

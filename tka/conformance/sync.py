@@ -11,7 +11,7 @@ from tka.authority import Authority
 from tka.conformance._json import b32
 from tka.conformance._util import Context, close_store, expect, make_store, unhex
 from tka.errors import TKAError
-from tka.sync import SyncOffer, missing_aums, sync_offer
+from tka.sync import SYNC_RULES_MAIN, SyncOffer, SyncRules, missing_aums, sync_offer
 
 __all__ = ["check"]
 
@@ -35,10 +35,15 @@ def _offer_from_json(o: dict[str, Any]) -> SyncOffer:
 
 
 def _missing(
-    a: Authority, store: Any, offer: SyncOffer, want: dict[str, Any], what: str
+    a: Authority,
+    store: Any,
+    offer: SyncOffer,
+    want: dict[str, Any],
+    what: str,
+    rules: SyncRules,
 ) -> list[AUM] | None:
     try:
-        got = missing_aums(a, store, offer)
+        got = missing_aums(a, store, offer, rules=rules)
     except TKAError:
         expect(f"{what}.ok", False, want["ok"])
         return None
@@ -74,8 +79,9 @@ def _check_text(case: dict[str, Any]) -> None:
 
 
 def check(case: dict[str, Any], ctx: Context) -> None:
-    """Check one ``sync`` vector case."""
+    """Check one ``sync`` vector case under ``ctx.sync_rules`` (main's when unset)."""
     kind = case["case_type"]
+    rules = ctx.sync_rules or SYNC_RULES_MAIN
     if kind == "offer_text":
         _check_text(case)
         return
@@ -85,7 +91,7 @@ def check(case: dict[str, Any], ctx: Context) -> None:
         stores = [local_store]
         try:
             expect("local_head_b32", local.head.hash_text, case["local_head_b32"])
-            local_offer = sync_offer(local, local_store)
+            local_offer = sync_offer(local, local_store, rules=rules)
             expect("local_offer", _offer_json(local_offer), case["local_offer"])
             if kind == "missing":
                 _missing(
@@ -94,16 +100,22 @@ def check(case: dict[str, Any], ctx: Context) -> None:
                     _offer_from_json(case["remote_offer"]),
                     case["local_missing_aums"],
                     "local_missing_aums",
+                    rules,
                 )
                 return
             os.makedirs(os.path.join(tmp, "remote"))
             remote_store, remote = _open(ctx, os.path.join(tmp, "remote"), case["remote"])
             stores.append(remote_store)
             expect("remote_head_b32", remote.head.hash_text, case["remote_head_b32"])
-            remote_offer = sync_offer(remote, remote_store)
+            remote_offer = sync_offer(remote, remote_store, rules=rules)
             expect("remote_offer", _offer_json(remote_offer), case["remote_offer"])
             to_remote = _missing(
-                local, local_store, remote_offer, case["local_missing_aums"], "local_missing_aums"
+                local,
+                local_store,
+                remote_offer,
+                case["local_missing_aums"],
+                "local_missing_aums",
+                rules,
             )
             to_local = _missing(
                 remote,
@@ -111,6 +123,7 @@ def check(case: dict[str, Any], ctx: Context) -> None:
                 local_offer,
                 case["remote_missing_aums"],
                 "remote_missing_aums",
+                rules,
             )
             after = case["after_exchange"]
             _inform(remote, remote_store, to_remote, after["remote_inform_ok"], "remote_inform_ok")

@@ -36,7 +36,7 @@ from tka.control.store import (
 )
 from tka.errors import TKAError
 from tka.limits import MAX_SCAN_ITERATIONS
-from tka.sync import NoIntersection, SyncOffer, missing_aums, sync_offer
+from tka.sync import SYNC_RULES_MAIN, NoIntersection, SyncOffer, missing_aums, sync_offer
 
 
 class SyncRPCs(Auth):
@@ -66,14 +66,23 @@ class SyncRPCs(Auth):
             self._require_enabled(t)
             authority = self._cached_authority(txn, t)
             storage = txn.aum_storage(t.name)
+            # Control answers with Tailscale main's sync rules (every checkpoint
+            # in its offer): a released node decides what to send from this
+            # offer before applying what it receives, and the released offer
+            # (ancestors 4, 16, 64, 256 back) often names nothing a compacted
+            # node kept, so its sync would keep failing. Released nodes take
+            # either kind of offer; nodes themselves keep the released rules.
+            rules = SYNC_RULES_MAIN
             try:
-                missing = missing_aums(authority, storage, SyncOffer(req.head, req.ancestors))
+                missing = missing_aums(
+                    authority, storage, SyncOffer(req.head, req.ancestors), rules=rules
+                )
             except NoIntersection:
                 raise Conflict(
                     "the node's chain and the service's share no AUM: the node holds "
                     "another authority"
                 ) from None
-            offer = sync_offer(authority, storage)
+            offer = sync_offer(authority, storage, rules=rules)
         return wire.SyncOfferResponse(
             offer.head, offer.ancestors, tuple(a.to_bytes() for a in missing)
         )
