@@ -89,7 +89,7 @@ from tka.key import Key  # noqa: E402
 from tka.sig import NodeKeySignature, SigKind, sign_direct  # noqa: E402
 from tka.state import State  # noqa: E402
 from tka.storage.memory import MemoryStore  # noqa: E402
-from tka.sync import SyncOffer, missing_aums  # noqa: E402
+from tka.sync import SYNC_RULES_MAIN, SyncOffer, missing_aums  # noqa: E402
 
 # A copy of ../shared/bench (Tailscale's workloads and recorded Go figures) ships
 # in bench/data, so the suite runs from a clone alone.
@@ -974,8 +974,11 @@ class Suite:
                 store = self.i.mem_store(have)
                 return Authority.open(store), store
 
+            # The workload, its expected answers and Go's figures come from
+            # Tailscale's main branch (checkpoint offers, a 1000-step head walk):
+            # measure the same rules.
             def op(arg: tuple[Authority, MemoryStore], offer: SyncOffer = offer) -> list[AUM]:
-                return missing_aums(arg[0], arg[1], offer)
+                return missing_aums(arg[0], arg[1], offer, rules=SYNC_RULES_MAIN)
 
             got = op(setup())
             assert len(got) == count == exp["count"], (len(got), count)
