@@ -537,17 +537,22 @@ def admin_tokens_cmd(ctx: click.Context, as_json: bool) -> None:
     Example:
       tka control admin-tokens --json
     """
+    out = _admin(ctx).admin_tokens()
+    emit(out, as_json, _token_table(out, ["ID"]) or "(no admin tokens)")
+
+
+def _token_table(tokens: list[dict[str, Any]], keys: list[str]) -> str:
+    """Tokens as a tab-separated table: *keys*, then creation time (UTC) and label."""
     import datetime
 
-    out = _admin(ctx).admin_tokens()
-    lines = ["ID\tCREATED\tLABEL"] if out else []
-    lines += [
-        f"{t['ID']}\t"
-        f"{datetime.datetime.fromtimestamp(t['Created'], datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\t"
-        f"{t['Label'] or '-'}"
-        for t in out
-    ]
-    emit(out, as_json, "\n".join(lines) or "(no admin tokens)")
+    if not tokens:
+        return ""
+    lines = ["\t".join([*(k.upper() for k in keys), "CREATED", "LABEL"])]
+    for t in tokens:
+        created = datetime.datetime.fromtimestamp(t["Created"], datetime.UTC)
+        cells = [str(t[k]) for k in keys]
+        lines.append("\t".join([*cells, f"{created:%Y-%m-%dT%H:%M:%SZ}", t["Label"] or "-"]))
+    return "\n".join(lines)
 
 
 @control.command("revoke-admin-token")
@@ -631,17 +636,8 @@ def front_tokens_cmd(ctx: click.Context, tailnet: str | None, as_json: bool) -> 
     Example:
       tka control front-tokens example --json
     """
-    import datetime
-
     out = _admin(ctx).front_tokens(tailnet)
-    lines = ["ID\tTAILNET\tCREATED\tLABEL"] if out else []
-    lines += [
-        f"{t['ID']}\t{t['Tailnet']}\t"
-        f"{datetime.datetime.fromtimestamp(t['Created'], datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\t"
-        f"{t['Label'] or '-'}"
-        for t in out
-    ]
-    emit(out, as_json, "\n".join(lines) or "(no front tokens)")
+    emit(out, as_json, _token_table(out, ["ID", "Tailnet"]) or "(no front tokens)")
 
 
 @control.command("revoke-front-token")
