@@ -33,7 +33,7 @@ from tka.state import State
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "vectors"
-BENCH = ROOT.parent / "shared" / "bench" / "workloads.json"
+BENCH = ROOT / "bench" / "data" / "workloads.json"  # a copy of the shared workloads
 
 # -- strategies ----------------------------------------------------------------
 
