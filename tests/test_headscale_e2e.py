@@ -17,10 +17,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,23 @@ def change(node: Tailscaled, nodes: list[Tailscaled], *args: str) -> str:
     return out
 
 
+def stays_true(check: Callable[[], bool], seconds: float) -> bool:
+    """Whether *check* holds every time it is polled for *seconds* (a bounded window)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not check():
+            return False
+        time.sleep(0.5)
+    return check()
+
+
+def tka_profile(node: Tailscaled) -> Path:
+    """The node's own TKA directory (Tailscale's on-disk layout)."""
+    profiles = list((node.state_dir / "tka-profiles").iterdir())
+    assert len(profiles) == 1, f"{node.name}: one TKA profile directory: {profiles}"
+    return profiles[0]
+
+
 def headscale_ids(stack: HeadscaleStack) -> dict[str, str]:
     """Headscale's node IDs by node key, from ``headscale nodes list -o json``."""
     return {n["node_key"]: str(n["id"]) for n in stack.headscale("nodes", "list")}
@@ -192,6 +212,23 @@ def _story(stack: HeadscaleStack) -> None:
     parsed = sig.NodeKeySignature.from_bytes(sig4)
     assert parsed.pubkey is not None
     assert sig.node_key_from_binary(parsed.pubkey) == bytes.fromhex(nk4.removeprefix("nodekey:"))
+    # `tka lock check` admits it, offline, on the chain as n1 keeps it on disk.
+    verifier = stack.root / "verifier"
+    shutil.copytree(tka_profile(n1), verifier / "tka")
+    sig4_b64 = base64.b64encode(sig4).decode()
+    proc = tka_cli(
+        "--state-dir", str(verifier), "lock", "check", nk4, sig4_b64, "--json", cwd=stack.root
+    )
+    assert proc.returncode == 0, f"step 3: tka lock check: {proc.stdout}{proc.stderr}"
+    verdict = json.loads(proc.stdout)
+    assert verdict["Admitted"] and verdict["SigningKey"] == keys["n2"], verdict
+    # The data path works too: n1 reaches n4 (userspace networking, over
+    # the embedded DERP or direct UDP on loopback).
+    ip4 = n4.json("status", "--json")["Self"]["TailscaleIPs"][0]
+    ping = n1.cli("ping", "--c", "10", "--timeout", "5s", ip4, check=False, timeout=90)
+    assert ping.returncode == 0 and "pong from n4" in ping.stdout, (
+        f"step 3: ping: {ping.stdout}{ping.stderr}"
+    )
 
     # 4. A pre-auth key signed by a trusted node admits a fifth node by itself.
     plain = stack.preauth_key()
@@ -265,9 +302,7 @@ def _story(stack: HeadscaleStack) -> None:
     assert proc.returncode == 0, f"step 6: second audit: {proc.stdout}{proc.stderr}"
     doc = json.loads(proc.stdout)
     assert doc["pin"]["status"] == "extends" and doc["outcome"]["head"] == head_later
-    profiles = list((n1.state_dir / "tka-profiles").iterdir())
-    assert len(profiles) == 1, f"step 6: one TKA profile directory: {profiles}"
-    proc = tka_cli("audit", str(profiles[0]), "--json", cwd=audit_dir)
+    proc = tka_cli("audit", str(tka_profile(n1)), "--json", cwd=audit_dir)
     assert proc.returncode == 0, f"step 6: audit of n1's TKA dir: {proc.stdout}{proc.stderr}"
     assert json.loads(proc.stdout)["head"] == head_later
 
@@ -295,6 +330,33 @@ def _story(stack: HeadscaleStack) -> None:
     assert ids[nk6] not in state["Signatures"], "step 8: tka serve hands out the forged signature"
     for n in (n1, n2, n3, n4):
         assert nk6 not in peers(n), f"step 8: n6 became a peer of {n.name}"
+    # Even a control plane that hands the forged signature out (written
+    # straight into tka serve's database, as a compromised server might) does
+    # not get n6 in: the real clients verify it against their own chain.
+    with sqlite3.connect(stack.work / "tka.db") as db:
+        (seq,) = db.execute(
+            "UPDATE tailnets SET seq = seq + 1 WHERE name = 'example' RETURNING seq"
+        ).fetchone()
+        db.execute(
+            "UPDATE nodes SET signature = ? WHERE tailnet = 'example' AND front_id = ?",
+            (forged.to_bytes(), int(ids[nk6])),
+        )
+        db.execute(
+            "INSERT INTO sig_changes (tailnet, front_id, seq, deleted) VALUES ('example', ?, ?, 0) "
+            "ON CONFLICT (tailnet, front_id) DO UPDATE SET seq = excluded.seq, deleted = 0",
+            (int(ids[nk6]), seq),
+        )
+    wait_for(
+        "step 8: tka serve hands out the injected signature",
+        lambda: True if ids[nk6] in stack.front_request("GET", "/state")[1]["Signatures"] else None,
+        CONVERGE_S,
+    )
+    stays_out = stays_true(
+        lambda: all(nk6 not in peers(n) and nk6 in filtered(n) for n in (n1, n2, n3, n4)),
+        seconds=8.0,
+    )
+    assert stays_out, "step 8: a node with a forged signature became a peer"
+    assert not lock_status(n6)["NodeKeySigned"], "step 8: n6 believes the forged signature"
 
     # 7. Disable with the secret: every node, including one stopped during
     #    the disable and started after it, reports lock off.
