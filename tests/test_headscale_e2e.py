@@ -306,6 +306,39 @@ def _story(stack: HeadscaleStack) -> None:
     assert proc.returncode == 0, f"step 6: audit of n1's TKA dir: {proc.stdout}{proc.stderr}"
     assert json.loads(proc.stdout)["head"] == head_later
 
+    # 6b. Recovery across implementations: a tka node holding a trusted key
+    #     co-signs the hex blob `tailscale lock revoke-keys` prints, and the
+    #     real client finishes with the blob tka wrote.
+    tnode = stack.root / "tka-node"
+    proc = tka_cli("--state-dir", str(tnode), "lock", "key", cwd=stack.root)
+    assert proc.returncode == 0, f"step 6b: tka lock key: {proc.stderr}"
+    tka_key = re.search(r"tlpub:[0-9a-f]{64}", proc.stdout)
+    assert tka_key, proc.stdout
+    change(n1, [n1, n2, n3, n4], "lock", "add", tka_key.group(0))
+    doomed = tka_cli("--state-dir", str(stack.root / "doomed"), "lock", "key", cwd=stack.root)
+    doomed_key = re.search(r"tlpub:[0-9a-f]{64}", doomed.stdout)
+    assert doomed_key, doomed.stdout + doomed.stderr
+    change(n1, [n1, n2, n3, n4], "lock", "add", doomed_key.group(0))
+    # The tka node holds the chain as n1 keeps it on disk (Tailscale's layout).
+    shutil.rmtree(tnode / "tka", ignore_errors=True)
+    shutil.copytree(tka_profile(n1), tnode / "tka")
+    out = n1.cli("lock", "revoke-keys", doomed_key.group(0)).stdout
+    blob = re.search(r"--cosign ([0-9A-F]+)", out)
+    assert blob, f"step 6b: revoke-keys printed no recovery blob:\n{out}"
+    recovery = stack.root / "rec.tka"
+    recovery.write_text(blob.group(1) + "\n")
+    proc = tka_cli(
+        "--state-dir", str(tnode), "lock", "revoke-keys", "--cosign", str(recovery), cwd=stack.root
+    )
+    assert proc.returncode == 0, (
+        f"step 6b: tka cosign of Tailscale's blob: {proc.stdout}{proc.stderr}"
+    )
+    cosigned = recovery.read_text().strip()
+    assert cosigned != blob.group(1) and re.fullmatch(r"[0-9A-F]+", cosigned)
+    change(n1, [n1, n2, n3, n4], "lock", "revoke-keys", "--finish", cosigned)
+    trusted = {k["Public"] for k in lock_status(n4)["TrustedKeys"]}
+    assert doomed_key.group(0) not in trusted and tka_key.group(0) in trusted, trusted
+
     # 8. A node the operator adds alone stays invisible; a signature made by
     #    no trusted key is not kept, even when the front feeds it.
     n6 = stack.add_node("n6", stack.preauth_key())
