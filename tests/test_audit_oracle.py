@@ -2,56 +2,38 @@
 
 The verdict must agree with what Tailscale's ``tka.Open`` makes of the same
 directory: a directory it opens audits valid at the same head; one it
-refuses (an orphan AUM whose parent is not stored) is not valid. Skipped
-where ``../shared/oracle/tka-oracle`` is absent (a user's clone).
+refuses (an orphan AUM whose parent is not stored) is not valid. The
+oracle is the session's (``_oracle.oracle_or_skip``: built from source,
+skipped only where Go is absent).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _oracle import Oracle, oracle_or_skip
 from test_audit_watch import PUBS, Chain, tka
 
 from tka.aum import AUM
 from tka.key import Key
 
-ORACLE = Path(__file__).resolve().parent.parent.parent / "shared" / "oracle" / "tka-oracle"
-
 
 @pytest.fixture(scope="module")
-def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str]]:
-    if not ORACLE.exists():
-        pytest.skip(f"Tailscale's tka oracle is not at {ORACLE}")
-    binary = ORACLE
-    if not os.access(binary, os.X_OK):
-        binary = tmp_path_factory.mktemp("oracle") / "tka-oracle"
-        shutil.copy(ORACLE, binary)
-        binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    yield proc
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=10)
+def oracle() -> Oracle:
+    return oracle_or_skip()
 
 
-def _ask(oracle: subprocess.Popen[str], **req: Any) -> dict[str, Any]:
-    assert oracle.stdin is not None and oracle.stdout is not None
-    oracle.stdin.write(json.dumps(req) + "\n")
-    oracle.stdin.flush()
-    answer: dict[str, Any] = json.loads(oracle.stdout.readline())
+def _ask(oracle: Oracle, **req: Any) -> dict[str, Any]:
+    op = req.pop("op")
+    answer = oracle.ask(op, **req)
     assert "oracle_error" not in answer, answer
     return answer
 
 
-def _go_dir(oracle: subprocess.Popen[str], where: Path, aums: list[AUM], hint: AUM) -> Path:
+def _go_dir(oracle: Oracle, where: Path, aums: list[AUM], hint: AUM) -> Path:
     _ask(
         oracle,
         op="fs_write",
@@ -67,7 +49,7 @@ def _all(chain: Chain) -> list[AUM]:
 
 
 def test_a_directory_written_by_tailscale_audits_valid_at_the_head_go_opens(
-    oracle: subprocess.Popen[str], tmp_path: Path
+    oracle: Oracle, tmp_path: Path
 ) -> None:
     chain = Chain()
     rival = Chain(genesis=chain.genesis)
@@ -84,9 +66,7 @@ def test_a_directory_written_by_tailscale_audits_valid_at_the_head_go_opens(
     assert len(doc["forks"]) == 1 and all(r["time"] for r in doc["history"])
 
 
-def test_an_orphan_aum_fails_as_tailscales_open_fails(
-    oracle: subprocess.Popen[str], tmp_path: Path
-) -> None:
+def test_an_orphan_aum_fails_as_tailscales_open_fails(oracle: Oracle, tmp_path: Path) -> None:
     chain = Chain()
     chain.add_meta(3)
     aums = _all(chain)
