@@ -105,9 +105,13 @@ def find_go() -> str:
     return found
 
 
-def tailscale_version(explicit: str | None = None) -> str:
-    """The tailscale.com version to build: *explicit*, ``$TKA_TAILSCALE_VERSION``, or pinned."""
-    version = explicit or os.environ.get("TKA_TAILSCALE_VERSION") or PINNED_TAILSCALE_VERSION
+def tailscale_version(explicit: str | None = None, variable: str = "TKA_TAILSCALE_VERSION") -> str:
+    """The tailscale.com version to build: *explicit*, ``$variable``, or pinned.
+
+    ``TKA_TAILSCALE_VERSION`` picks the oracle's version (the differential
+    suite); ``TKA_CLIENT_VERSION`` the real clients' (see :func:`build_client`).
+    """
+    version = explicit or os.environ.get(variable) or PINNED_TAILSCALE_VERSION
     version = version.strip()
     # A module version is a short token; refuse anything that could be read
     # as a flag or a path by the go command.
@@ -229,19 +233,36 @@ def _cached_build(name: str, key: str, want: Sequence[str], build: _Build) -> Pa
 
 
 def _tailscale_module(go: str, env: dict[str, str], version: str, work: Path) -> Path:
-    """The integrations/tailscale module, as pinned or rewritten for *version*."""
+    """The integrations/tailscale module, as pinned or made anew for *version*.
+
+    Another version gets a fresh module requiring only ``tailscale.com`` at
+    that version (and its tools), so every dependency is the one that release
+    was made with. Rewriting the pinned ``go.mod`` instead would keep the
+    newer dependencies the pinned release needs (minimal version selection
+    never goes down), and an older client does not build against them.
+    """
     if version == PINNED_TAILSCALE_VERSION:
         return TAILSCALE_MODULE_DIR
-    copy = work / "module"
-    shutil.copytree(TAILSCALE_MODULE_DIR, copy)
+    module = work / "module"
+    module.mkdir()
+    (module / "go.mod").write_text("module tka.invalid/integrations/tailscale\n\ngo 1.26\n")
+    for sub in ("cmd", "overlay"):
+        shutil.copytree(TAILSCALE_MODULE_DIR / sub, module / sub)
     _run(
-        [go, "mod", "edit", f"-require=tailscale.com@{version}"],
-        copy,
+        [go, "get", f"tailscale.com@{version}"],
+        module,
         env,
-        f"pinning tailscale.com {version}",
+        f"requiring tailscale.com {version}",
     )
-    _run([go, "mod", "tidy"], copy, env, f"go mod tidy for tailscale.com {version}")
-    return copy
+    for tool in ("tailscaled", "tailscale"):
+        _run(
+            [go, "get", "-tool", f"tailscale.com/cmd/{tool}@{version}"],
+            module,
+            env,
+            f"adding the {tool} tool at {version}",
+        )
+    _run([go, "mod", "tidy"], module, env, f"go mod tidy for tailscale.com {version}")
+    return module
 
 
 def _vendored_oracle_module(go: str, env: dict[str, str], module: Path, work: Path) -> Path:
@@ -312,7 +333,9 @@ def build_oracle(version: str | None = None) -> Path:
     go = find_go()
     env = _go_env(go)
     version = tailscale_version(version)
-    key = _digest(["oracle", version, _go_version(go, env)], _source_files(TAILSCALE_MODULE_DIR))
+    # The recipe (this file) is an input too: a changed build rebuilds.
+    recipe = [Path(__file__).resolve(), *_source_files(TAILSCALE_MODULE_DIR)]
+    key = _digest(["oracle", version, _go_version(go, env)], recipe)
 
     def build_oracle_into(out: Path, work: Path) -> None:
         module = _vendored_oracle_module(go, env, _tailscale_module(go, env, version, work), work)
@@ -328,11 +351,18 @@ def build_oracle(version: str | None = None) -> Path:
 
 
 def build_client(version: str | None = None) -> Path:
-    """The folder holding ``tailscaled`` and ``tailscale`` at tailscale.com *version*."""
+    """The folder holding ``tailscaled`` and ``tailscale`` at tailscale.com *version*.
+
+    By default the pinned release, or ``$TKA_CLIENT_VERSION``: the real-client
+    tests (Headscale's end to end) judge tka by the clients people run, so
+    ``TKA_TAILSCALE_VERSION``, which moves the differential oracle, leaves
+    them alone.
+    """
     go = find_go()
     env = _go_env(go)
-    version = tailscale_version(version)
-    files = [TAILSCALE_MODULE_DIR / "go.mod", TAILSCALE_MODULE_DIR / "go.sum"]
+    version = tailscale_version(version, "TKA_CLIENT_VERSION")
+    files = [Path(__file__).resolve(), TAILSCALE_MODULE_DIR / "go.mod"]
+    files.append(TAILSCALE_MODULE_DIR / "go.sum")
     key = _digest(["client", version, _go_version(go, env)], files)
 
     def build_client_into(out: Path, work: Path) -> None:
@@ -365,7 +395,7 @@ def build_headscale() -> Path:
     script = HEADSCALE_DIR / "build.sh"
     if not script.is_file():
         raise BuildError(f"{script} is missing")
-    files = [script, *sorted((HEADSCALE_DIR / "patches").glob("*.patch"))]
+    files = [Path(__file__).resolve(), script, *sorted((HEADSCALE_DIR / "patches").glob("*.patch"))]
     key = _digest(["headscale", _go_version(go, env)], files)
 
     def build_headscale_into(out: Path, work: Path) -> None:

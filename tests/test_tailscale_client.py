@@ -28,7 +28,7 @@ def daemon() -> Iterator[Tailscaled]:
 
 
 def test_tailscale_version_is_the_version_built(daemon: Tailscaled) -> None:
-    expected = integrations_build().tailscale_version().lstrip("v")
+    expected = integrations_build().tailscale_version(variable="TKA_CLIENT_VERSION").lstrip("v")
     first_line = daemon.cli("version").stdout.splitlines()[0]
     assert first_line == expected
 
@@ -36,7 +36,9 @@ def test_tailscale_version_is_the_version_built(daemon: Tailscaled) -> None:
 def test_the_daemon_reports_needs_login_before_any_control_server(daemon: Tailscaled) -> None:
     status = daemon.json("status", "--json")
     assert status["BackendState"] == "NeedsLogin"
-    assert status["Version"].startswith(integrations_build().tailscale_version().lstrip("v"))
+    assert status["Version"].startswith(
+        integrations_build().tailscale_version(variable="TKA_CLIENT_VERSION").lstrip("v")
+    )
 
 
 def test_lock_status_on_a_node_without_lock_says_disabled(daemon: Tailscaled) -> None:
