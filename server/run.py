@@ -349,10 +349,16 @@ class _Worker:
         """Serve on the socket until told to stop (the store is closed on shutdown)."""
         limits, trusted = self.limits, self.trusted
         guard = ConnectionGuard(self.cap, limits.max_connections_per_address, trusted.__contains__)
+
+        def stop_service() -> None:
+            # Heads nodes reported since the last flush, then the store.
+            service.flush_reported_heads()
+            service.store.close()
+
         try:
             app = create_app(
                 service,
-                on_shutdown=service.store.close,
+                on_shutdown=stop_service,
                 body_limits=BodyLimits(limits.body_timeout, limits.body_min_rate),
             )
         except BaseException:

@@ -714,3 +714,32 @@ def test_concurrent_writers_never_both_win(net: Net) -> None:
     for s in stores:
         if s is not net.svc.store:
             s.close()
+
+
+def test_an_empty_sync_send_records_the_reported_head_once_flushed(net: Net) -> None:
+    genesis = enable(net)
+    b = net.members["b"]
+
+    def reported() -> bytes | None:
+        with net.svc.store.read() as txn:
+            row = txn.node(b.node_id)
+        assert row is not None
+        return row.reported_head
+
+    before = reported()
+    answer = net.rpc("/machine/tka/sync/send", "b", {"Head": genesis.hash_text})
+    assert base64.b32decode(answer["Head"] + "====") == genesis.hash
+    # Held in memory until the flush (the timer's, or the service's stop).
+    net.svc.flush_reported_heads()
+    assert reported() == genesis.hash != before
+    # The same head again is nothing to write.
+    net.rpc("/machine/tka/sync/send", "b", {"Head": genesis.hash_text})
+    assert not net.svc._reported  # nothing pending
+    # A wrong node key is refused on this path too.
+    with pytest.raises(Forbidden):
+        net.svc.handle(
+            "/machine/tka/sync/send",
+            b.token,
+            {"NodeKey": net.members["a"].key.text(), "Head": genesis.hash_text},
+            RequestContext(),
+        )

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from tka.control.errors import Conflict, StoreUnavailable
-from tka.control.store import SCHEMA_VERSION, SQLTransaction, check_schema_version
+from tka.control.store import (
+    SCHEMA_VERSION,
+    NodeRow,
+    SQLTransaction,
+    TailnetRow,
+    check_schema_version,
+)
 
 __all__ = ["PostgresControlStore"]
 
@@ -213,10 +219,16 @@ class PostgresControlStore:
         return f"PostgresControlStore({self._where!r})"
 
     @contextlib.contextmanager
-    def _transaction(self, first: str | None, *params: Any) -> Iterator[SQLTransaction]:
+    def _transaction(
+        self, first: str | None, *params: Any, single: bool = False
+    ) -> Iterator[SQLTransaction]:
+        # *single*: one statement in autocommit (its own snapshot), no BEGIN/COMMIT.
         psycopg = self._psycopg
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with (
+                self._pool.connection() as conn,
+                contextlib.nullcontext() if single else conn.transaction(),
+            ):
                 txn = SQLTransaction(conn, paramstyle="format")
                 if first is not None:
                     txn.execute(first, params)
@@ -253,6 +265,11 @@ class PostgresControlStore:
         if tailnet is None:
             return self._transaction(None)
         return self._transaction("SELECT 1 FROM tailnets WHERE name = ? FOR UPDATE", tailnet)
+
+    def node_with_tailnet(self, node_id: int) -> tuple[NodeRow | None, TailnetRow | None]:
+        """The node and its tailnet in one statement (autocommit: one round trip)."""
+        with self._transaction(None, single=True) as txn:
+            return txn.node_with_tailnet(node_id)
 
     def ping(self) -> None:
         """Check the database answers."""

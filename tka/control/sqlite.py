@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from tka.control.errors import StoreUnavailable
-from tka.control.store import SCHEMA_VERSION, SQLTransaction, check_schema_version
+from tka.control.store import (
+    SCHEMA_VERSION,
+    NodeRow,
+    SQLTransaction,
+    TailnetRow,
+    check_schema_version,
+)
 
 __all__ = ["SQLiteControlStore"]
 
@@ -249,6 +255,11 @@ class SQLiteControlStore:
     ) -> contextlib.AbstractContextManager[SQLTransaction]:
         """A write transaction holding SQLite's writer lock (so every tailnet is serialized)."""
         return self._transaction("BEGIN IMMEDIATE")
+
+    def node_with_tailnet(self, node_id: int) -> tuple[NodeRow | None, TailnetRow | None]:
+        """The node and its tailnet in one statement (its own implicit read transaction)."""
+        with self._errors("reading"):
+            return SQLTransaction(self._conn()).node_with_tailnet(node_id)
 
     def ping(self) -> None:
         """Check the file answers a query."""

@@ -267,6 +267,17 @@ class Transaction(Protocol):
         """Count one attempt under *key*; the attempts in its current window, this one included."""
         ...
 
+    def set_reported_heads(
+        self, tailnet: str, heads: Sequence[tuple[int, bytes]], now: float
+    ) -> None:
+        """Record the heads nodes of *tailnet* reported: (node ID, head) pairs.
+
+        Only ``reported_head`` and ``updated`` change (no sequence number
+        moves: nothing a front or map answers with depends on them); a node
+        since deleted, or of another tailnet, is skipped.
+        """
+        ...
+
 
 class ControlStore(Protocol):
     """A control service's database."""
@@ -279,6 +290,13 @@ class ControlStore(Protocol):
 
     def write(self, tailnet: str | None = None) -> AbstractContextManager[Transaction]:
         """A write transaction; with *tailnet*, serialized against every writer to it."""
+        ...
+
+    def node_with_tailnet(self, node_id: int) -> tuple[NodeRow | None, TailnetRow | None]:
+        """A node by ID and its tailnet, read together in one statement (one snapshot).
+
+        For the hot read-only RPCs: no explicit transaction around it.
+        """
         ...
 
     def ping(self) -> None:
@@ -343,6 +361,14 @@ _TAILNET_COLS: Final = (
 _NODE_COLS: Final = (
     "node_id, tailnet, node_key, token_hash, name, rotation_pubkey, nl_key, signature, "
     "reported_head, created, updated, may_init, front_id"
+)
+
+_NODE_WITH_TAILNET: Final = (
+    "SELECT "
+    + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
+    + ", "
+    + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
+    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet WHERE n.node_id = ?"
 )
 
 
@@ -474,6 +500,14 @@ class SQLTransaction:
         r = self._one(f"SELECT {_NODE_COLS} FROM nodes WHERE node_id = ?", (node_id,))
         return None if r is None else _node_row(r)
 
+    def node_with_tailnet(self, node_id: int) -> tuple[NodeRow | None, TailnetRow | None]:
+        """The node and its tailnet (``None`` for what does not exist), in one statement."""
+        r = self._one(_NODE_WITH_TAILNET, (node_id,))
+        if r is None:
+            return None, None
+        n = len(_NODE_COLS.split(","))
+        return _node_row(r[:n]), (None if r[n] is None else _tailnet_row(r[n:]))
+
     def node_by_key(self, tailnet: str, node_key: bytes) -> NodeRow | None:
         r = self._one(
             f"SELECT {_NODE_COLS} FROM nodes WHERE tailnet = ? AND node_key = ?",
@@ -558,6 +592,15 @@ class SQLTransaction:
         ):
             # A signed node's key or signature moved: what map answers may too.
             self._bump(str(old[0]))
+
+    def set_reported_heads(
+        self, tailnet: str, heads: Sequence[tuple[int, bytes]], now: float
+    ) -> None:
+        for node_id, head in heads:
+            self.execute(
+                "UPDATE nodes SET reported_head = ?, updated = ? WHERE node_id = ? AND tailnet = ?",
+                (head, now, node_id, tailnet),
+            )
 
     def delete_node(self, node_id: int) -> None:
         old = self._one(

@@ -281,6 +281,14 @@ class ServiceBase:
         # Per tailnet, the admitted peers map answers with, kept by (seq, head): see sign.py.
         self._map_peers: OrderedDict[str, Any] = OrderedDict()
         self._map_build = threading.Lock()
+        # sync/offer's answers per tailnet at one (created, version, head): the
+        # service's offer, and the AUMs a node lacks per node offer (see sync.py).
+        self._offers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        # Heads nodes reported in an empty sync/send, not yet written:
+        # tailnet -> node ID -> head, flushed in one transaction (see sync.py).
+        self._reported: dict[str, dict[int, bytes]] = {}
+        self._reported_lock = threading.Lock()
+        self._reported_timer: threading.Timer | None = None
 
     # -- plumbing ----------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import cast
 
 from tka.aum import AUM, hash_to_text
 from tka.authority import Authority
@@ -20,6 +23,7 @@ from tka.control.service._base import (
     _WRITE_ATTEMPTS,
     MAX_SEND_AUMS,
     Caller,
+    FrontCaller,
     RequestContext,
     _check_signature_count,
     _copy,
@@ -32,27 +36,63 @@ from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     AUMStorage,
+    ControlStore,
     NodeRow,
+    TailnetRow,
+    Transaction,
 )
 from tka.errors import TKAError
 from tka.limits import MAX_SCAN_ITERATIONS
+from tka.nlkeys import NodePublic
 from tka.sync import SYNC_RULES_MAIN, NoIntersection, SyncOffer, missing_aums, sync_offer
+
+#: Tailnets whose sync/offer answers are kept (one entry per tailnet and version).
+_OFFER_CACHE_TAILNETS = 256
+#: Node offers whose answer is kept per tailnet version (nodes mostly offer
+#: the head, or one of the few heads before it).
+_OFFER_CACHE_REMOTES = 64
+#: Seconds a head reported by an empty sync/send waits before it is written.
+REPORTED_FLUSH_DELAY = 0.5
 
 
 class SyncRPCs(Auth):
     """Tailscale's AUM sync."""
 
+    def _auth_read(
+        self, token: Caller, req_key: NodePublic | None, ctx: RequestContext
+    ) -> tuple[NodeRow, TailnetRow]:
+        """:meth:`_auth_node` over one statement (a node token), else a read transaction."""
+        if isinstance(token, FrontCaller):
+            with self.store.read() as txn:
+                return self._auth_node(txn, token, req_key, ctx)
+        return self._auth_node(cast(Transaction, _JoinedRead(self.store)), token, req_key, ctx)
+
     def bootstrap(
         self, token: Caller, req: wire.BootstrapRequest, ctx: RequestContext
     ) -> wire.BootstrapResponse:
-        """``/machine/tka/bootstrap``: the genesis, or the disablement secret."""
-        with self.store.read() as txn:
-            _, t = self._auth_node(txn, token, req.node_key, ctx)
-            if t.status == STATUS_DISABLED and t.disablement_secret:
-                return wire.BootstrapResponse(disablement_secret=t.disablement_secret)
-            if t.status == STATUS_ENABLED and req.head is None:
-                authority = self._cached_authority(txn, t)
-                return wire.BootstrapResponse(genesis_aum=authority.oldest_ancestor.to_bytes())
+        """``/machine/tka/bootstrap``: the genesis, or the disablement secret.
+
+        Authenticated with one indexed read; the genesis comes from the
+        authority kept for the tailnet's head (a read transaction opens it
+        only when it is not kept).
+        """
+        _, t = self._auth_read(token, req.node_key, ctx)
+        if t.status == STATUS_DISABLED and t.disablement_secret:
+            return wire.BootstrapResponse(disablement_secret=t.disablement_secret)
+        if t.status == STATUS_ENABLED and req.head is None:
+            kept = None
+            if t.head is not None:
+                with self._lock:
+                    kept = self._authorities.get((t.name, t.head))
+            if kept is not None:
+                return wire.BootstrapResponse(genesis_aum=kept.oldest_ancestor.to_bytes())
+            with self.store.read() as txn:
+                _, t = self._auth_node(txn, token, req.node_key, ctx)
+                if t.status == STATUS_DISABLED and t.disablement_secret:
+                    return wire.BootstrapResponse(disablement_secret=t.disablement_secret)
+                if t.status == STATUS_ENABLED and req.head is None:
+                    authority = self._cached_authority(txn, t)
+                    return wire.BootstrapResponse(genesis_aum=authority.oldest_ancestor.to_bytes())
         return wire.BootstrapResponse()
 
     def sync_offer(
@@ -61,9 +101,30 @@ class SyncRPCs(Auth):
         """``/machine/tka/sync/offer``: the service's offer and what the node lacks."""
         if req.head is None:  # a required field: wire.decode refuses it already
             raise BadRequest("Head: required")
+        remote = (bytes(req.head), tuple(bytes(a) for a in req.ancestors))
+        # Authenticated first, with one indexed read; the answer is then most
+        # often one kept for the tailnet's version (see below).
+        _, t = self._auth_read(token, req.node_key, ctx)
+        self._require_enabled(t)
+        with self._lock:
+            entry = self._offers.get((t.name, t.created, t.version, t.head))
+            found = entry[1].get(remote) if entry is not None else None
+        if found is not None:
+            return cast(wire.SyncOfferResponse, found)
         with self.store.read() as txn:
             _, t = self._auth_node(txn, token, req.node_key, ctx)
             self._require_enabled(t)
+            # The answer depends on the stored AUMs and the node's offer only;
+            # every change of the AUMs saves the tailnet (its version moves),
+            # so answers are kept per (tailnet, created, version, head).
+            key = (t.name, t.created, t.version, t.head)
+            with self._lock:
+                entry = self._offers.get(key)
+                if entry is not None:
+                    self._offers.move_to_end(key)
+                    found = entry[1].get(remote)
+                    if found is not None:
+                        return cast(wire.SyncOfferResponse, found)
             authority = self._cached_authority(txn, t)
             storage = txn.aum_storage(t.name)
             # Control answers with Tailscale main's sync rules (every checkpoint
@@ -82,10 +143,24 @@ class SyncRPCs(Auth):
                     "the node's chain and the service's share no AUM: the node holds "
                     "another authority"
                 ) from None
-            offer = sync_offer(authority, storage, rules=rules)
-        return wire.SyncOfferResponse(
+            offer = entry[0] if entry is not None else sync_offer(authority, storage, rules=rules)
+        response = wire.SyncOfferResponse(
             offer.head, offer.ancestors, tuple(a.to_bytes() for a in missing)
         )
+        with self._lock:
+            entry = self._offers.get(key)
+            if entry is None:
+                entry = self._offers[key] = (offer, {})
+                # One entry per tailnet: older versions are never asked again.
+                for k in [k for k in self._offers if k[0] == t.name and k != key]:
+                    del self._offers[k]
+                while len(self._offers) > _OFFER_CACHE_TAILNETS:
+                    self._offers.popitem(last=False)
+            answers: dict[tuple[bytes, tuple[bytes, ...]], wire.SyncOfferResponse] = entry[1]
+            if len(answers) >= _OFFER_CACHE_REMOTES:
+                answers.pop(next(iter(answers)))
+            answers[remote] = response
+        return response
 
     def sync_send(
         self, token: Caller, req: wire.SyncSendRequest, ctx: RequestContext
@@ -104,6 +179,8 @@ class SyncRPCs(Auth):
                 f"MissingAUMs: {len(req.missing_aums)} AUMs, more than the {MAX_SEND_AUMS} "
                 "one sync/send may carry (Tailscale's maxSyncIter)"
             )
+        if not req.missing_aums:
+            return self._report_head(token, req, ctx)
         aums = [_decode_aum(b, f"MissingAUMs[{i}]") for i, b in enumerate(req.missing_aums)]
         for i, a in enumerate(aums):
             _check_signature_count(a, f"MissingAUMs[{i}]")
@@ -155,6 +232,62 @@ class SyncRPCs(Auth):
             self._remember(t.name, authority)
             self._head_changed(ctx, nodes, before, authority)
         return wire.SyncSendResponse(authority.head_hash)
+
+    def _report_head(
+        self, token: Caller, req: wire.SyncSendRequest, ctx: RequestContext
+    ) -> wire.SyncSendResponse:
+        """An empty ``sync/send``: the node only reports its head.
+
+        Authenticated (and the node key checked) in one read transaction,
+        as every RPC. The reported head is informational only (the admin
+        node listings' ``ReportedHead``; nothing decides anything on it), so
+        it is not written in a durable transaction of its own: an unchanged
+        head writes nothing, a changed one is kept in memory and written
+        with every other head reported meanwhile, in one transaction
+        :data:`REPORTED_FLUSH_DELAY` seconds later. A crash (or a stop)
+        before then loses those reported heads only; the node reports its
+        head again at its next sync. The answer, the service's head, is
+        what the full path answers when no AUM is sent.
+        """
+        node, t = self._auth_read(token, req.node_key, ctx)
+        self._require_enabled(t)
+        if t.head is None:
+            raise StoreUnavailable(f"tailnet {t.name!r} is enabled but has no head")
+        head = None if req.head is None else bytes(req.head)
+        with self._reported_lock:
+            pending = self._reported.get(t.name)
+            known = node.reported_head
+            if pending is not None and node.node_id in pending:
+                known = pending[node.node_id]
+            if head is not None and head != known:
+                self._reported.setdefault(t.name, {})[node.node_id] = head
+                if self._reported_timer is None:
+                    timer = threading.Timer(REPORTED_FLUSH_DELAY, self.flush_reported_heads)
+                    timer.daemon = True
+                    self._reported_timer = timer
+                    timer.start()
+        return wire.SyncSendResponse(t.head)
+
+    def flush_reported_heads(self) -> None:
+        """Write the heads reported since the last flush: one transaction per tailnet.
+
+        Runs on its timer, and once more when the service stops (before its
+        store closes), so a graceful stop loses no reported head.
+        """
+        with self._reported_lock:
+            batches, self._reported = self._reported, {}
+            self._reported_timer = None
+        for tailnet, heads in batches.items():
+            try:
+                with self.store.write(tailnet) as txn:
+                    txn.set_reported_heads(tailnet, sorted(heads.items()), self.clock())
+            except Exception:  # the store closed or failed: these heads are informational
+                # One line, no traceback: the logs stay one JSON line each.
+                logging.getLogger("tka.control").warning(
+                    "reported heads of %d node(s) of tailnet %r not recorded",
+                    len(heads),
+                    tailnet,
+                )
 
     def _verify_send(
         self,
@@ -215,6 +348,27 @@ class SyncRPCs(Auth):
                 f"the change loses a fork: AUM {lost[0].hash_text} is not on the active chain, "
                 f"whose head is {authority.head.hash_text}; sync and make the change again"
             )
+
+
+class _JoinedRead:
+    """A node and its tailnet read in one statement, answering :meth:`Auth._auth_node`.
+
+    Lets the read-only RPCs authenticate with one indexed read instead of a
+    read transaction, through the very same checks (token hash compared in
+    constant time, node key, tailnet).
+    """
+
+    def __init__(self, store: ControlStore) -> None:
+        self._store = store
+        self._tailnet: TailnetRow | None = None
+
+    def node(self, node_id: int) -> NodeRow | None:
+        node, self._tailnet = self._store.node_with_tailnet(node_id)
+        return node
+
+    def tailnet(self, name: str) -> TailnetRow | None:
+        t = self._tailnet
+        return t if t is not None and t.name == name else None
 
 
 class _Miss(Exception):
