@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_cli_lifecycle import run
 
 TKA = str(Path(sys.executable).with_name("tka"))
 
@@ -33,28 +34,6 @@ TKA = str(Path(sys.executable).with_name("tka"))
 #: (secrets) and the commands that write through FIFOs and /dev/null.
 REFUSED_ALWAYS = ["dir", "link-file", "link-dangling", "device"]
 ALL_KINDS = ["fifo", *REFUSED_ALWAYS, "regular"]
-
-
-def run(
-    *args: str,
-    ok: bool = True,
-    stdin: str | None = None,
-    env: dict[str, str] | None = None,
-    cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [TKA, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=stdin,
-        env=env,
-        cwd=cwd,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-    )
-    if ok:
-        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-    return proc
 
 
 def refused(proc: subprocess.CompletedProcess[str], path: str, *words: str) -> str:

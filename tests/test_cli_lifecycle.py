@@ -28,7 +28,7 @@ def run(
     ok: bool = True,
     stdin: str | None = None,
     env: dict[str, str] | None = None,
-    cwd: str | None = None,
+    cwd: str | Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [TKA, *args],

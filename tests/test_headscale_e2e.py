@@ -20,7 +20,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 from _headscale import HeadscaleStack, readme_section
 from _oracle import integrations_build
+from _server_harness import tka_command
 from _tailscale import Tailscaled, client_or_skip, wait_for
 
 from tka import ed25519, sig
@@ -135,7 +135,7 @@ def headscale_ids(stack: HeadscaleStack) -> dict[str, str]:
 
 def tka_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tka_cli.main", *args],
+        [*tka_command(), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
