@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
+# This file: the build recipe, part of every build's key (a changed recipe rebuilds).
+RECIPE = Path(__file__).resolve()
 TAILSCALE_MODULE_DIR = HERE / "tailscale"
 HEADSCALE_DIR = HERE / "headscale"
 
@@ -333,9 +335,9 @@ def build_oracle(version: str | None = None) -> Path:
     go = find_go()
     env = _go_env(go)
     version = tailscale_version(version)
-    # The recipe (this file) is an input too: a changed build rebuilds.
-    recipe = [Path(__file__).resolve(), *_source_files(TAILSCALE_MODULE_DIR)]
-    key = _digest(["oracle", version, _go_version(go, env)], recipe)
+    key = _digest(
+        ["oracle", version, _go_version(go, env)], [RECIPE, *_source_files(TAILSCALE_MODULE_DIR)]
+    )
 
     def build_oracle_into(out: Path, work: Path) -> None:
         module = _vendored_oracle_module(go, env, _tailscale_module(go, env, version, work), work)
@@ -361,8 +363,7 @@ def build_client(version: str | None = None) -> Path:
     go = find_go()
     env = _go_env(go)
     version = tailscale_version(version, "TKA_CLIENT_VERSION")
-    files = [Path(__file__).resolve(), TAILSCALE_MODULE_DIR / "go.mod"]
-    files.append(TAILSCALE_MODULE_DIR / "go.sum")
+    files = [RECIPE, TAILSCALE_MODULE_DIR / "go.mod", TAILSCALE_MODULE_DIR / "go.sum"]
     key = _digest(["client", version, _go_version(go, env)], files)
 
     def build_client_into(out: Path, work: Path) -> None:
@@ -395,7 +396,7 @@ def build_headscale() -> Path:
     script = HEADSCALE_DIR / "build.sh"
     if not script.is_file():
         raise BuildError(f"{script} is missing")
-    files = [Path(__file__).resolve(), script, *sorted((HEADSCALE_DIR / "patches").glob("*.patch"))]
+    files = [RECIPE, script, *sorted((HEADSCALE_DIR / "patches").glob("*.patch"))]
     key = _digest(["headscale", _go_version(go, env)], files)
 
     def build_headscale_into(out: Path, work: Path) -> None:
