@@ -69,14 +69,24 @@ from tka.control.errors import (
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
+    Unauthenticated,
     http_status,
 )
-from tka.control.service import RPCS, SMALL_BODY, ControlService, RequestContext
+from tka.control.service import (
+    KEPT_RPCS,
+    RPCS,
+    SMALL_BODY,
+    ControlService,
+    JoinedRow,
+    NotKept,
+    RequestContext,
+)
 from tka.control.service.admin import NODE_PAGE
 from tka.errors import DecodeError, TKAError
 from tka.nlkeys import NLPublic
 
 from .logs import log_event, now_ms
+from .node_reads import NodeReads, ReadQueueFull
 
 __all__ = ["BodyLimits", "create_app", "parse_uint"]
 
@@ -246,6 +256,7 @@ def create_app(
     *body_limits* says how slowly a body may arrive.
     """
     pace = body_limits or BodyLimits()
+    reads = NodeReads(service.store)
 
     async def _body_of(request: Request, limit: int) -> bytes:
         return await _body(request, limit, pace)
@@ -261,6 +272,21 @@ def create_app(
             raise NotFound(f"no RPC at {path}")
         # The token first: nothing of the body is read or decoded without one.
         token = _token(request)
+        if path in KEPT_RPCS and token is not None:
+            kept = await kept_read(token)
+            if kept is not None:
+                node = service.authenticate_kept(token, kept)
+                ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
+                obj = wire.parse_body(await _body_of(request, spec.body_limit))
+                try:
+                    out = service.handle_kept(path, token, obj, ctx, kept)
+                except NotKept:
+                    pass  # not answered from memory: the store's turn, on a worker thread
+                else:
+                    if isinstance(out, bytes):
+                        return Response(out, media_type="application/json")
+                    return _json(out)
+                return await on_thread(spec.handler, path, token, obj, ctx)
         known = service.token_recently_valid(token)
         if known is None:
             node = await run_in_threadpool(service.authenticate_node, token)
@@ -268,12 +294,28 @@ def create_app(
         ctx.tailnet, ctx.node_id = known
         body = await _body_of(request, spec.body_limit)
         obj = wire.parse_body(body)
-        if spec.handler == "map":
+        return await on_thread(spec.handler, path, token, obj, ctx)
+
+    async def on_thread(
+        handler: str, path: str, token: str | None, obj: dict[str, Any], ctx: RequestContext
+    ) -> Response:
+        if handler == "map":
             # Its answer is spliced from bytes kept per tailnet (see SignRPCs.map_json).
-            raw = await run_in_threadpool(service.map_json, _token(request), obj, ctx)
+            raw = await run_in_threadpool(service.map_json, token, obj, ctx)
             return Response(raw, media_type="application/json")
-        out = await run_in_threadpool(service.handle, path, _token(request), obj, ctx)
+        out = await run_in_threadpool(service.handle, path, token, obj, ctx)
         return _json(out)
+
+    async def kept_read(token: str) -> JoinedRow | None:
+        """The token's node and tailnet, read in a batch (None: take the worker-thread path)."""
+        try:
+            node_id = service.node_token_id(token)
+        except Unauthenticated:
+            return None  # refused on the usual path, with its usual answer
+        try:
+            return await reads.read(node_id)
+        except ReadQueueFull:
+            return None
 
     async def admin(request: Request) -> None:
         await run_in_threadpool(service.authenticate_admin, _token(request))
@@ -437,10 +479,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         waiter.start()
+        reads.start()
         log_event("started", store=service.store.url_scheme)
         try:
             yield
         finally:
+            await run_in_threadpool(reads.stop)
             if on_shutdown is not None:
                 await run_in_threadpool(on_shutdown)
             log_event("stopped")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+import re
 from typing import Final
 
 import nacl.signing
@@ -58,7 +59,8 @@ _PUBLIC_SIZE: Final = 32
 _PRIVATE_SIZE: Final = 64
 _NODE_SIZE: Final = 32
 
-_HEX_VALUES: Final = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+#: The digits Go's hex decoder takes (either case), and nothing else.
+_HEX_DIGITS: Final = re.compile(rb"[0-9a-fA-F]*")
 
 
 def _as_bytes(text: str | bytes, what: str) -> bytes:
@@ -91,14 +93,10 @@ def _parse_hex_key(text: str | bytes, prefix: str, size: int) -> bytes:
     # Go counts bytes, not characters, so a multi-byte character changes the size.
     if len(digits) != want:
         raise DecodeError(f"key hex has the wrong size, got {len(digits)} want {want}")
-    out = bytearray(size)
-    for i in range(size):
-        hi = _HEX_VALUES.get(digits[2 * i])
-        lo = _HEX_VALUES.get(digits[2 * i + 1])
-        if hi is None or lo is None:
-            raise DecodeError("invalid hex character in key")
-        out[i] = (hi << 4) | lo
-    return bytes(out)
+    # Checked first: bytes.fromhex alone would also skip spaces between digits.
+    if _HEX_DIGITS.fullmatch(digits) is None:
+        raise DecodeError("invalid hex character in key")
+    return bytes.fromhex(digits.decode("ascii"))
 
 
 def _check_raw(value: object, size: int, what: str) -> bytes:

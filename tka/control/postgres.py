@@ -13,7 +13,7 @@ acknowledges it, which is before the service answers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from tka.control.errors import Conflict, StoreUnavailable
@@ -270,6 +270,13 @@ class PostgresControlStore:
         """The node and its tailnet in one statement (autocommit: one round trip)."""
         with self._transaction(None, single=True) as txn:
             return txn.node_with_tailnet(node_id)
+
+    def nodes_with_tailnets(
+        self, node_ids: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, TailnetRow | None]]:
+        """Nodes and their tailnets in one statement (autocommit: one round trip)."""
+        with self._transaction(None, single=True) as txn:
+            return txn.nodes_with_tailnets(node_ids)
 
     def ping(self) -> None:
         """Check the database answers."""

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from tka.control.errors import StoreUnavailable
@@ -260,6 +260,13 @@ class SQLiteControlStore:
         """The node and its tailnet in one statement (its own implicit read transaction)."""
         with self._errors("reading"):
             return SQLTransaction(self._conn()).node_with_tailnet(node_id)
+
+    def nodes_with_tailnets(
+        self, node_ids: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, TailnetRow | None]]:
+        """Nodes and their tailnets in one statement (its own implicit read transaction)."""
+        with self._errors("reading"):
+            return SQLTransaction(self._conn()).nodes_with_tailnets(node_ids)
 
     def ping(self) -> None:
         """Check the file answers a query."""

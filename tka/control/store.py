@@ -39,6 +39,7 @@ from tka.control.errors import Conflict, StoreUnavailable
 from tka.errors import DecodeError, StorageError, UsageError
 
 __all__ = [
+    "MAX_JOINED_READ",
     "STATUS_DISABLED",
     "STATUS_ENABLED",
     "STATUS_OFF",
@@ -299,6 +300,16 @@ class ControlStore(Protocol):
         """
         ...
 
+    def nodes_with_tailnets(
+        self, node_ids: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, TailnetRow | None]]:
+        """Several nodes by ID, each with its tailnet, in one statement (one snapshot).
+
+        At most :data:`MAX_JOINED_READ` IDs; an ID with no node is absent
+        from the answer. For batching the hot RPCs' authentication.
+        """
+        ...
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
         ...
@@ -363,13 +374,18 @@ _NODE_COLS: Final = (
     "reported_head, created, updated, may_init, front_id"
 )
 
-_NODE_WITH_TAILNET: Final = (
+_NODES_WITH_TAILNET: Final = (
     "SELECT "
     + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
     + ", "
     + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
-    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet WHERE n.node_id = ?"
+    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet WHERE n.node_id"
 )
+_INT64_MAX: Final = 2**63 - 1
+_NODE_COLUMN_COUNT: Final = len(_NODE_COLS.split(","))
+#: Node IDs one :meth:`ControlStore.nodes_with_tailnets` may read (well under
+#: SQLite's 32,766 bound variables).
+MAX_JOINED_READ: Final = 512
 
 
 def _b(v: Any) -> bytes | None:
@@ -502,11 +518,26 @@ class SQLTransaction:
 
     def node_with_tailnet(self, node_id: int) -> tuple[NodeRow | None, TailnetRow | None]:
         """The node and its tailnet (``None`` for what does not exist), in one statement."""
-        r = self._one(_NODE_WITH_TAILNET, (node_id,))
-        if r is None:
-            return None, None
-        n = len(_NODE_COLS.split(","))
-        return _node_row(r[:n]), (None if r[n] is None else _tailnet_row(r[n:]))
+        return self.nodes_with_tailnets((node_id,)).get(node_id, (None, None))
+
+    def nodes_with_tailnets(
+        self, node_ids: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, TailnetRow | None]]:
+        """Nodes by ID, each with its tailnet, in one statement (absent: no such node)."""
+        if not node_ids:
+            return {}
+        if len(node_ids) > MAX_JOINED_READ:
+            raise ValueError(f"at most {MAX_JOINED_READ} node IDs per read")
+        ids = [i for i in node_ids if 0 <= i <= _INT64_MAX]  # others name no node
+        if not ids:
+            return {}
+        where = ", ".join("?" * len(ids))
+        n = _NODE_COLUMN_COUNT
+        out: dict[int, tuple[NodeRow, TailnetRow | None]] = {}
+        for r in self.execute(f"{_NODES_WITH_TAILNET} IN ({where})", ids):
+            node = _node_row(r[:n])
+            out[node.node_id] = (node, None if r[n] is None else _tailnet_row(r[n:]))
+        return out
 
     def node_by_key(self, tailnet: str, node_key: bytes) -> NodeRow | None:
         r = self._one(

@@ -64,16 +64,23 @@ together; every name importable from here before the split still is.
 
 from __future__ import annotations
 
+import json
+from typing import Any, Final
+
+from tka.control import wire
 from tka.control.service._base import (
     ARGON2_CONCURRENCY,
     DISABLE_ATTEMPTS,
     DISABLE_WINDOW,
+    KEPT_RPCS,
     LARGE_BODY,
     MAX_LOG_LIMIT,
     MAX_SECRET_BYTES,
     MAX_SEND_AUMS,
     RPCS,
     SMALL_BODY,
+    JoinedRow,
+    NotKept,
     RequestContext,
     RPCSpec,
     hash_token,
@@ -89,6 +96,7 @@ __all__ = [
     "DISABLE_ATTEMPTS",
     "DISABLE_WINDOW",
     "FRONT_RPCS",
+    "KEPT_RPCS",
     "LARGE_BODY",
     "MAX_LOG_LIMIT",
     "MAX_SECRET_BYTES",
@@ -97,10 +105,16 @@ __all__ = [
     "SMALL_BODY",
     "ControlService",
     "FrontCaller",
+    "JoinedRow",
+    "NotKept",
     "RPCSpec",
     "RequestContext",
     "hash_token",
 ]
+
+
+#: Encoded sync/offer answers :meth:`ControlService.handle_kept` keeps.
+_OFFER_JSON_MEMO: Final = 1024
 
 
 class ControlService(InitRPCs, SyncRPCs, SignRPCs, AdminOps, FrontOps):
@@ -109,3 +123,47 @@ class ControlService(InitRPCs, SyncRPCs, SignRPCs, AdminOps, FrontOps):
     Thread-safe: every method runs in its own store transaction. *clock*
     returns Unix time. *admission* is shared so its decision cache is too.
     """
+
+    def handle_kept(
+        self, path: str, token: str, body: dict[str, Any], ctx: RequestContext, kept: JoinedRow
+    ) -> dict[str, Any] | bytes:
+        """Answer the node RPC at *path* from memory, or raise :class:`NotKept`.
+
+        *kept* is the caller's node and tailnet as read (in one statement)
+        just before: the caller is authenticated against it exactly as
+        :meth:`handle` authenticates against the store, and the answer is
+        one kept for the tailnet's version read there. For the HTTP layer's
+        event loop, which must not wait on the store: no store access, no
+        lock held for longer than a dictionary lookup. :class:`NotKept` (for
+        a path outside :data:`KEPT_RPCS`, or an answer not kept) means: run
+        :meth:`handle` (or ``map_json``) on a worker thread instead. The
+        answer is a response body, or (map) its JSON bytes.
+        """
+        if path not in KEPT_RPCS:
+            raise NotKept
+        spec = RPCS[path]
+        request = wire.decode(spec.request, body)
+        if path == "/machine/map":
+            return self.map_kept(token, request, ctx, kept)
+        response = getattr(self, spec.handler)(token, request, ctx, kept=kept)
+        if path == "/machine/tka/sync/offer":
+            return self._offer_json(response)
+        return wire.encode(response)
+
+    def _offer_json(self, response: wire.SyncOfferResponse) -> bytes:
+        """A kept sync/offer answer as JSON, encoded once per answer object.
+
+        The answers themselves are kept (see :meth:`SyncRPCs.sync_offer`);
+        the memo holds each object it encoded, so an ID is never reused
+        while its entry lives.
+        """
+        with self._lock:
+            memo = self._offer_json_memo.get(id(response))
+        if memo is not None and memo[0] is response:
+            return memo[1]
+        raw = (json.dumps(wire.encode(response), separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            self._offer_json_memo[id(response)] = (response, raw)
+            while len(self._offer_json_memo) > _OFFER_JSON_MEMO:
+                self._offer_json_memo.pop(next(iter(self._offer_json_memo)))
+        return raw

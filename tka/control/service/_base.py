@@ -125,6 +125,19 @@ class FrontCaller:
 #: Who calls a node RPC: a node token (token mode), or a node a front vouches for.
 Caller = str | FrontCaller | None
 
+#: A node and its tailnet as one joined read gave them (``None`` where there
+#: is none): see :meth:`~tka.control.store.ControlStore.nodes_with_tailnets`.
+JoinedRow = tuple[NodeRow | None, TailnetRow | None]
+
+#: The RPCs :meth:`ServiceBase.handle_kept` may answer from memory.
+KEPT_RPCS: Final = frozenset(
+    {"/machine/tka/bootstrap", "/machine/tka/sync/offer", "/machine/tka/sync/send", "/machine/map"}
+)
+
+
+class NotKept(Exception):
+    """The answer is not kept in memory: the RPC needs the store (run it with :meth:`handle`)."""
+
 
 @dataclass(frozen=True)
 class RPCSpec:
@@ -192,6 +205,33 @@ def _check_signature_count(aum: AUM, where: str, signable_keys: int = MAX_KEYS) 
         if kid in seen:
             raise BadRequest(f"{where}: signatures repeat key ID {kid.hex()[:16]}...")
         seen.add(kid)
+
+
+class _JoinedRead:
+    """A node and its tailnet read in one statement, answering :meth:`Auth._auth_node`.
+
+    Lets the read-only RPCs authenticate with one indexed read instead of a
+    read transaction, through the very same checks (token hash compared in
+    constant time, node key, tailnet). With *kept*, that read was made
+    beforehand (batched with other requests' by the HTTP layer).
+    """
+
+    def __init__(self, store: ControlStore, kept: JoinedRow | None = None) -> None:
+        self._store = store
+        self._kept = kept
+        self._tailnet: TailnetRow | None = None
+
+    def node(self, node_id: int) -> NodeRow | None:
+        if self._kept is None:
+            node, self._tailnet = self._store.node_with_tailnet(node_id)
+            return node
+        node, self._tailnet = self._kept
+        # The read was made for the token's node ID: anything else is not it.
+        return node if node is not None and node.node_id == node_id else None
+
+    def tailnet(self, name: str) -> TailnetRow | None:
+        t = self._tailnet
+        return t if t is not None and t.name == name else None
 
 
 class _Retry(Exception):
@@ -284,6 +324,8 @@ class ServiceBase:
         # sync/offer's answers per tailnet at one (created, version, head): the
         # service's offer, and the AUMs a node lacks per node offer (see sync.py).
         self._offers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        # Those answers' JSON, by id() of the (kept) answer object: see handle_kept.
+        self._offer_json_memo: dict[int, tuple[Any, bytes]] = {}
         # Heads nodes reported in an empty sync/send, not yet written:
         # tailnet -> node ID -> head, flushed in one transaction (see sync.py).
         self._reported: dict[str, dict[int, bytes]] = {}

@@ -21,7 +21,10 @@ from tka.control.service._base import (
     MAX_SECRET_BYTES,
     SMALL_BODY,
     Caller,
+    JoinedRow,
+    NotKept,
     RequestContext,
+    _JoinedRead,
     _parse_token,
     _records,
     _Retry,
@@ -230,26 +233,26 @@ class SignRPCs(Auth):
         """
         req = wire.decode(wire.MapRequest, body)
         node, info, peers = self._map_parts(token, req, ctx)
-        parts: list[bytes | memoryview] = [b'{"Node":', _entry_json(node), b',"Peers":[']
-        if isinstance(peers, _MapPeers):
-            view = memoryview(peers.body)
-            span = peers.spans.get(node.node_id)
-            if span is None:
-                parts.append(view)
-            else:
-                start, end = span
-                if start > 0:
-                    parts.append(view[: start - 1])  # up to the comma before the entry
-                    parts.append(view[end:])  # from the comma after it (or the end)
-                else:
-                    parts.append(view[end + 1 :])
-        else:
-            parts.append(b",".join(_entry_json(n) for n in peers if n.node_id != node.node_id))
-        parts.append(b"]")
-        if info is not None:
-            parts += [b',"TKAInfo":', json.dumps(wire.encode(info)).encode()]
-        parts.append(b"}\n")
-        return b"".join(parts)
+        return _map_json(node, info, peers)
+
+    def map_kept(
+        self, token: str, req: wire.MapRequest, ctx: RequestContext, kept: JoinedRow
+    ) -> bytes:
+        """:meth:`map_json` from memory, authenticated against *kept*, or :class:`NotKept`.
+
+        Answered only with lock enabled and the tailnet's admitted peers
+        kept for the (seq, head) *kept* was read at.
+        """
+        node, t = self._auth_node(
+            cast(Transaction, _JoinedRead(self.store, kept)), token, req.node_key, ctx
+        )
+        if t.status != STATUS_ENABLED:
+            raise NotKept
+        with self._lock:
+            found = self._map_peers.get(t.name)
+        if found is None or found.key != (t.seq, t.head):
+            raise NotKept
+        return _map_json(node, wire.TKAInfo(head=t.head), cast(_MapPeers, found))
 
     def _map_parts(
         self, token: str | None, req: wire.MapRequest, ctx: RequestContext
@@ -324,6 +327,30 @@ class _MapPeers:
     spans: dict[int, tuple[int, int]]
     """Node ID -> where its entry is in :attr:`body` (start, end)."""
     nodes: tuple[wire.MapNode, ...]
+
+
+def _map_json(node: NodeRow, info: wire.TKAInfo | None, peers: _MapPeers | list[NodeRow]) -> bytes:
+    """The map answer for *node*: its entry, its peers (itself left out), the lock info."""
+    parts: list[bytes | memoryview] = [b'{"Node":', _entry_json(node), b',"Peers":[']
+    if isinstance(peers, _MapPeers):
+        view = memoryview(peers.body)
+        span = peers.spans.get(node.node_id)
+        if span is None:
+            parts.append(view)
+        else:
+            start, end = span
+            if start > 0:
+                parts.append(view[: start - 1])  # up to the comma before the entry
+                parts.append(view[end:])  # from the comma after it (or the end)
+            else:
+                parts.append(view[end + 1 :])
+    else:
+        parts.append(b",".join(_entry_json(n) for n in peers if n.node_id != node.node_id))
+    parts.append(b"]")
+    if info is not None:
+        parts += [b',"TKAInfo":', json.dumps(wire.encode(info)).encode()]
+    parts.append(b"}\n")
+    return b"".join(parts)
 
 
 def _map_node(n: NodeRow) -> wire.MapNode:

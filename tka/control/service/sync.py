@@ -24,10 +24,13 @@ from tka.control.service._base import (
     MAX_SEND_AUMS,
     Caller,
     FrontCaller,
+    JoinedRow,
+    NotKept,
     RequestContext,
     _check_signature_count,
     _copy,
     _decode_aum,
+    _JoinedRead,
     _Recorder,
     _Retry,
 )
@@ -36,7 +39,6 @@ from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     AUMStorage,
-    ControlStore,
     NodeRow,
     TailnetRow,
     Transaction,
@@ -59,16 +61,32 @@ class SyncRPCs(Auth):
     """Tailscale's AUM sync."""
 
     def _auth_read(
-        self, token: Caller, req_key: NodePublic | None, ctx: RequestContext
+        self,
+        token: Caller,
+        req_key: NodePublic | None,
+        ctx: RequestContext,
+        kept: JoinedRow | None = None,
     ) -> tuple[NodeRow, TailnetRow]:
-        """:meth:`_auth_node` over one statement (a node token), else a read transaction."""
+        """:meth:`_auth_node` over one statement (a node token), else a read transaction.
+
+        With *kept* (a node token's node and tailnet, read just before), over
+        that read instead: no store access at all.
+        """
         if isinstance(token, FrontCaller):
+            if kept is not None:
+                raise NotKept
             with self.store.read() as txn:
                 return self._auth_node(txn, token, req_key, ctx)
-        return self._auth_node(cast(Transaction, _JoinedRead(self.store)), token, req_key, ctx)
+        joined = _JoinedRead(self.store, kept)
+        return self._auth_node(cast(Transaction, joined), token, req_key, ctx)
 
     def bootstrap(
-        self, token: Caller, req: wire.BootstrapRequest, ctx: RequestContext
+        self,
+        token: Caller,
+        req: wire.BootstrapRequest,
+        ctx: RequestContext,
+        *,
+        kept: JoinedRow | None = None,
     ) -> wire.BootstrapResponse:
         """``/machine/tka/bootstrap``: the genesis, or the disablement secret.
 
@@ -76,16 +94,18 @@ class SyncRPCs(Auth):
         authority kept for the tailnet's head (a read transaction opens it
         only when it is not kept).
         """
-        _, t = self._auth_read(token, req.node_key, ctx)
+        _, t = self._auth_read(token, req.node_key, ctx, kept)
         if t.status == STATUS_DISABLED and t.disablement_secret:
             return wire.BootstrapResponse(disablement_secret=t.disablement_secret)
         if t.status == STATUS_ENABLED and req.head is None:
-            kept = None
+            known = None
             if t.head is not None:
                 with self._lock:
-                    kept = self._authorities.get((t.name, t.head))
+                    known = self._authorities.get((t.name, t.head))
+            if known is not None:
+                return wire.BootstrapResponse(genesis_aum=known.oldest_ancestor.to_bytes())
             if kept is not None:
-                return wire.BootstrapResponse(genesis_aum=kept.oldest_ancestor.to_bytes())
+                raise NotKept
             with self.store.read() as txn:
                 _, t = self._auth_node(txn, token, req.node_key, ctx)
                 if t.status == STATUS_DISABLED and t.disablement_secret:
@@ -96,7 +116,12 @@ class SyncRPCs(Auth):
         return wire.BootstrapResponse()
 
     def sync_offer(
-        self, token: Caller, req: wire.SyncOfferRequest, ctx: RequestContext
+        self,
+        token: Caller,
+        req: wire.SyncOfferRequest,
+        ctx: RequestContext,
+        *,
+        kept: JoinedRow | None = None,
     ) -> wire.SyncOfferResponse:
         """``/machine/tka/sync/offer``: the service's offer and what the node lacks."""
         if req.head is None:  # a required field: wire.decode refuses it already
@@ -104,13 +129,15 @@ class SyncRPCs(Auth):
         remote = (bytes(req.head), tuple(bytes(a) for a in req.ancestors))
         # Authenticated first, with one indexed read; the answer is then most
         # often one kept for the tailnet's version (see below).
-        _, t = self._auth_read(token, req.node_key, ctx)
+        _, t = self._auth_read(token, req.node_key, ctx, kept)
         self._require_enabled(t)
         with self._lock:
             entry = self._offers.get((t.name, t.created, t.version, t.head))
             found = entry[1].get(remote) if entry is not None else None
         if found is not None:
             return cast(wire.SyncOfferResponse, found)
+        if kept is not None:
+            raise NotKept
         with self.store.read() as txn:
             _, t = self._auth_node(txn, token, req.node_key, ctx)
             self._require_enabled(t)
@@ -163,7 +190,12 @@ class SyncRPCs(Auth):
         return response
 
     def sync_send(
-        self, token: Caller, req: wire.SyncSendRequest, ctx: RequestContext
+        self,
+        token: Caller,
+        req: wire.SyncSendRequest,
+        ctx: RequestContext,
+        *,
+        kept: JoinedRow | None = None,
     ) -> wire.SyncSendResponse:
         """``/machine/tka/sync/send``: verify and apply the AUMs the service lacks.
 
@@ -180,7 +212,9 @@ class SyncRPCs(Auth):
                 "one sync/send may carry (Tailscale's maxSyncIter)"
             )
         if not req.missing_aums:
-            return self._report_head(token, req, ctx)
+            return self._report_head(token, req, ctx, kept)
+        if kept is not None:
+            raise NotKept
         aums = [_decode_aum(b, f"MissingAUMs[{i}]") for i, b in enumerate(req.missing_aums)]
         for i, a in enumerate(aums):
             _check_signature_count(a, f"MissingAUMs[{i}]")
@@ -234,7 +268,11 @@ class SyncRPCs(Auth):
         return wire.SyncSendResponse(authority.head_hash)
 
     def _report_head(
-        self, token: Caller, req: wire.SyncSendRequest, ctx: RequestContext
+        self,
+        token: Caller,
+        req: wire.SyncSendRequest,
+        ctx: RequestContext,
+        kept: JoinedRow | None = None,
     ) -> wire.SyncSendResponse:
         """An empty ``sync/send``: the node only reports its head.
 
@@ -249,7 +287,7 @@ class SyncRPCs(Auth):
         head again at its next sync. The answer, the service's head, is
         what the full path answers when no AUM is sent.
         """
-        node, t = self._auth_read(token, req.node_key, ctx)
+        node, t = self._auth_read(token, req.node_key, ctx, kept)
         self._require_enabled(t)
         if t.head is None:
             raise StoreUnavailable(f"tailnet {t.name!r} is enabled but has no head")
@@ -348,27 +386,6 @@ class SyncRPCs(Auth):
                 f"the change loses a fork: AUM {lost[0].hash_text} is not on the active chain, "
                 f"whose head is {authority.head.hash_text}; sync and make the change again"
             )
-
-
-class _JoinedRead:
-    """A node and its tailnet read in one statement, answering :meth:`Auth._auth_node`.
-
-    Lets the read-only RPCs authenticate with one indexed read instead of a
-    read transaction, through the very same checks (token hash compared in
-    constant time, node key, tailnet).
-    """
-
-    def __init__(self, store: ControlStore) -> None:
-        self._store = store
-        self._tailnet: TailnetRow | None = None
-
-    def node(self, node_id: int) -> NodeRow | None:
-        node, self._tailnet = self._store.node_with_tailnet(node_id)
-        return node
-
-    def tailnet(self, name: str) -> TailnetRow | None:
-        t = self._tailnet
-        return t if t is not None and t.name == name else None
 
 
 class _Miss(Exception):
