@@ -148,6 +148,12 @@ ACCEPTED: frozenset[tuple[str, str, str]] = frozenset(
         ("/machine/register", "NodeKeySignature", "null"),
         ("/machine/map", "TKAHead", '""'),
         ("/machine/map", "TKAHead", "null"),
+        # A map session the service does not know (or none): the whole map.
+        *[
+            ("/machine/map", "MapSessionHandle", v)
+            for v in ('""', "null", "NUL", "non-ASCII", "70k chars")
+        ],
+        *[("/machine/map", "MapSessionSeq", v) for v in ("null", "0", "-1")],
         ("PATCH /admin/tailnets/{name}/nodes/{node_id}", "MayInit", "true"),
         ("POST /admin/tokens", "Label", '""'),
         ("POST /admin/tokens", "Label", "non-ASCII"),
@@ -391,7 +397,8 @@ def _build(server: ServerProcess, store: ControlStore, admin_token: str) -> Worl
         "/machine/register": rpc(
             a, OldNodeKey=a.key.text(), NodeKeySignature=_b64(sigs[a.node_id])
         ),
-        "/machine/map": rpc(a, TKAHead=head),
+        # Resuming a map session the service does not know: answered whole.
+        "/machine/map": rpc(a, TKAHead=head, MapSessionHandle="a-session", MapSessionSeq=1),
     }
     for path, spec in RPCS.items():
         name = path.removeprefix("/machine/tka/")

@@ -50,6 +50,8 @@ __all__ = [
 CAPABILITY_VERSION: Final = 131
 LARGE_READ: Final = 10 * 1024 * 1024
 SMALL_READ: Final = 1024 * 1024
+#: A whole map: about 300 bytes per admitted node, so room for 200,000 nodes.
+MAP_READ: Final = 64 * 1024 * 1024
 #: Nodes per page of the admin listings (a page's answer stays far below SMALL_READ).
 NODE_PAGE_SIZE: Final = 500
 DEFAULT_TIMEOUT: Final = 60.0
@@ -166,8 +168,15 @@ class ControlClient:
         return f"ControlClient({self.url!r}, node_key={self.node_key.text()})"
 
     def _rpc(self, req: Any, response: type[R], read_limit: int = SMALL_READ) -> R:
+        obj = self._rpc_json(req, read_limit)
         try:
-            obj = self._http.json("GET", req.path, wire.encode(req), read_limit)
+            return wire.decode(response, obj)
+        except DecodeError as exc:
+            raise ControlRequestError(f"control {self.url}{req.path}: bad answer: {exc}") from None
+
+    def _rpc_json(self, req: Any, read_limit: int) -> Any:
+        try:
+            return self._http.json("GET", req.path, wire.encode(req), read_limit)
         except ControlRequestError as exc:
             if exc.status != 401:
                 raise
@@ -179,10 +188,6 @@ class ControlClient:
                 exc.status,
                 exc.code,
             ) from None
-        try:
-            return wire.decode(response, obj)
-        except DecodeError as exc:
-            raise ControlRequestError(f"control {self.url}{req.path}: bad answer: {exc}") from None
 
     def init_begin(self, genesis: AUM) -> tuple[wire.SignInfo, ...]:
         """Submit a genesis; the nodes that need a signature."""
@@ -243,9 +248,26 @@ class ControlClient:
         self.node_key = new_key
         return resp
 
-    def map(self) -> wire.MapResponse:
-        """The lock fields of a map poll: head, this node, admitted peers."""
-        return self._rpc(wire.MapRequest(CAPABILITY_VERSION, self.node_key), wire.MapResponse)
+    def map(self, since: wire.MapResponse | None = None) -> wire.MapResponse:
+        """The lock fields of a map poll: head, this node, admitted peers.
+
+        With *since* (an earlier answer), the service may send only what
+        changed since it; the answer returned is always the whole map.
+        """
+        req = wire.MapRequest(
+            CAPABILITY_VERSION,
+            self.node_key,
+            map_session_handle=since.map_session_handle if since is not None else "",
+            map_session_seq=since.seq if since is not None else 0,
+        )
+        obj = self._rpc_json(req, MAP_READ)
+        try:
+            answer = wire.decode_map_response(obj)
+            if answer.delta and since is None:
+                raise DecodeError("a delta answer to a request for the whole map")
+            return wire.apply_map_delta(since, answer) if since is not None else answer
+        except DecodeError as exc:
+            raise ControlRequestError(f"control {self.url}{req.path}: bad answer: {exc}") from None
 
 
 class AdminClient:

@@ -36,11 +36,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 from tka.aum import hash_from_text, hash_to_text
 from tka.control.errors import BadRequest
@@ -71,7 +72,9 @@ __all__ = [
     "SyncSendRequest",
     "SyncSendResponse",
     "TKAInfo",
+    "apply_map_delta",
     "decode",
+    "decode_map_response",
     "encode",
     "parse_body",
 ]
@@ -362,7 +365,38 @@ _FOLD: Final = str.maketrans(
 
 def _by_folded_key(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The object's values by folded key; of keys that fold alike the last counts, as in Go."""
-    return {k.translate(_FOLD): v for k, v in obj.items()}
+    return {_fold(k): v for k, v in obj.items()}
+
+
+def _fold(key: str) -> str:
+    # For ASCII, folding is lower-casing (a C call); only other keys need the table.
+    return key.lower() if key.isascii() else key.translate(_FOLD)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FieldPlan:
+    """How :func:`decode` reads one field (worked out once per class)."""
+
+    attr: str
+    name: str
+    folded: str
+    codec: _Codec
+    required: bool
+
+
+@functools.cache
+def _plan(cls: Any) -> tuple[_FieldPlan, ...]:
+    return tuple(
+        _FieldPlan(
+            f.name,
+            f.metadata["json"],
+            f.metadata["json"].translate(_FOLD),
+            f.metadata["codec"],
+            f.metadata["required"],
+        )
+        for f in dataclasses.fields(cls)
+        if "json" in f.metadata
+    )
 
 
 def decode(cls: type[T], obj: Any, where: str = "") -> T:
@@ -371,23 +405,17 @@ def decode(cls: type[T], obj: Any, where: str = "") -> T:
         raise _wrong(where or "body", "an object", obj)
     kwargs: dict[str, Any] = {}
     by_key = _by_folded_key(obj)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        meta = f.metadata
-        if "json" not in meta:
-            continue
-        name = meta["json"]
-        codec: _Codec = meta["codec"]
-        folded = name.translate(_FOLD)
-        present, raw = folded in by_key, by_key.get(folded)
-        path = f"{where}.{name}" if where else name
-        if meta["required"] and (not present or raw is None):
+    for f in _plan(cast(Hashable, cls)):
+        raw = by_key.get(f.folded)
+        path = f"{where}.{f.name}" if where else f.name
+        if f.required and raw is None:  # missing, or null
             raise BadRequest(f"{path}: missing required field")
-        value = codec.load(raw, path)
-        if meta["required"] and codec.is_empty(value):
+        value = f.codec.load(raw, path)
+        if f.required and f.codec.is_empty(value):
             # "" decodes to "none" for a hash and to no bytes for []byte: a
             # required field must carry a value, so handlers never see none.
             raise BadRequest(f"{path}: required field is empty")
-        kwargs[f.name] = value
+        kwargs[f.attr] = value
     return cls(**kwargs)
 
 
@@ -627,6 +655,12 @@ class MapRequest(_NodeRequest):
         default=None, metadata=_m("NodeKey", NODE_KEY, required=True)
     )
     tka_head: bytes | None = field(default=None, metadata=_m("TKAHead", HASH, omitempty=True))
+    map_session_handle: str = field(
+        default="", metadata=_m("MapSessionHandle", STR, omitempty=True)
+    )
+    """The session of a map this client holds (from its answer), to be answered with a delta."""
+    map_session_seq: int = field(default=0, metadata=_m("MapSessionSeq", INT, omitempty=True))
+    """The ``Seq`` of that map."""
 
 
 @dataclass(frozen=True)
@@ -652,6 +686,13 @@ class MapResponse:
 
     ``peers`` holds only the nodes the authority admits: a locked-out node is
     not sent to anyone. ``tka_info`` is ``None`` when lock was never enabled.
+
+    With lock enabled the answer also names its map session and ``seq``; a
+    request that sends them back (``MapSessionHandle``, ``MapSessionSeq``)
+    may be answered with a *delta*: no ``Peers`` key at all, and instead
+    ``PeersChanged`` (entries new or changed since) and ``PeersRemoved``
+    (node IDs gone since). :func:`decode_map_response` tells the two apart
+    and :func:`apply_map_delta` applies a delta to the map it updates.
     """
 
     node: MapNode | None = field(default=None, metadata=_m("Node", _Struct(MapNode)))
@@ -660,6 +701,45 @@ class MapResponse:
     )
     tka_info: TKAInfo | None = field(
         default=None, metadata=_m("TKAInfo", _Struct(TKAInfo), omitempty=True)
+    )
+    map_session_handle: str = field(
+        default="", metadata=_m("MapSessionHandle", STR, omitempty=True)
+    )
+    seq: int = field(default=0, metadata=_m("Seq", INT, omitempty=True))
+    peers_changed: tuple[MapNode, ...] = field(
+        default=(),
+        metadata=_m("PeersChanged", _List(_Struct(MapNode), limit=10**6), omitempty=True),
+    )
+    peers_removed: tuple[int, ...] = field(
+        default=(), metadata=_m("PeersRemoved", _List(INT, limit=10**6), omitempty=True)
+    )
+    delta: bool = False
+    """Whether this answer is a delta (it had no ``Peers`` key); not on the wire."""
+
+
+def decode_map_response(obj: Any) -> MapResponse:
+    """A map answer, marked as a delta when it carries no ``Peers`` key."""
+    response = decode(MapResponse, obj)
+    is_delta = isinstance(obj, dict) and "peers" not in _by_folded_key(obj)
+    return dataclasses.replace(response, delta=is_delta) if is_delta else response
+
+
+def apply_map_delta(base: MapResponse, delta: MapResponse) -> MapResponse:
+    """The whole map *delta* brings *base* to (a whole answer is returned as it is).
+
+    Raises :class:`BadRequest` when *delta* belongs to another map session,
+    or goes backwards.
+    """
+    if not delta.delta:
+        return delta
+    if delta.map_session_handle != base.map_session_handle or delta.seq < base.seq:
+        raise BadRequest("map delta does not follow the map it was asked for")
+    gone = set(delta.peers_removed)
+    changed = {n.id: n for n in delta.peers_changed}
+    peers = [changed.pop(n.id, n) for n in base.peers if n.id not in gone]
+    peers += [n for n in delta.peers_changed if n.id in changed]
+    return dataclasses.replace(
+        delta, peers=tuple(peers), peers_changed=(), peers_removed=(), delta=False
     )
 
 

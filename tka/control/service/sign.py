@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import binascii
+import functools
+import hashlib
 import hmac
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 from tka.control import wire
@@ -215,12 +217,17 @@ class SignRPCs(Auth):
         return wire.RegisterResponse(True, sig or b"")
 
     def map(self, token: str | None, req: wire.MapRequest, ctx: RequestContext) -> wire.MapResponse:
-        """``/machine/map`` (lock subset): the head and the peers the authority admits."""
-        node, info, peers = self._map_parts(token, req, ctx)
+        """``/machine/map`` (lock subset): the head and the peers the authority admits.
+
+        Always the whole list (a valid answer to any request); with lock
+        enabled it names the map session and ``Seq`` a later request may
+        resume from (see :meth:`map_json`).
+        """
+        node, info, peers, t = self._map_parts(token, req, ctx)
         if isinstance(peers, _MapPeers):
             others = tuple(n for n in peers.nodes if n.id != node.node_id)
-        else:
-            others = tuple(_map_node(n) for n in peers if n.node_id != node.node_id)
+            return wire.MapResponse(_map_node(node), others, info, _session_handle(t), peers.key[0])
+        others = tuple(_map_node(n) for n in peers if n.node_id != node.node_id)
         return wire.MapResponse(_map_node(node), others, info)
 
     def map_json(self, token: str | None, body: dict[str, Any], ctx: RequestContext) -> bytes:
@@ -230,9 +237,21 @@ class SignRPCs(Auth):
         tailnet ``seq`` and head (see :meth:`_admitted_peers`); a request
         then costs its authentication and copying its answer out, without
         the caller's own entry.
+
+        **Map sessions** (Tailscale's ``MapSessionHandle``/``Seq`` fields):
+        with lock enabled, an answer names its session (the tailnet) and the
+        tailnet's ``Seq``. A request naming that session and a ``Seq`` this
+        process built a map at is answered with what changed since: only
+        ``PeersChanged`` (whole entries, new or changed) and
+        ``PeersRemoved`` (node IDs), no ``Peers`` key at all; nothing but
+        the caller's own entry and the lock info when nothing changed. Any
+        other request gets the whole list, which is always correct: a
+        delta is an optimisation the client opts into, never required.
         """
         req = wire.decode(wire.MapRequest, body)
-        node, info, peers = self._map_parts(token, req, ctx)
+        node, info, peers, t = self._map_parts(token, req, ctx)
+        if isinstance(peers, _MapPeers):
+            return _session_json(node, info, peers, req, _session_handle(t))
         return _map_json(node, info, peers)
 
     def map_kept(
@@ -252,19 +271,20 @@ class SignRPCs(Auth):
             found = self._map_peers.get(t.name)
         if found is None or found.key != (t.seq, t.head):
             raise NotKept
-        return _map_json(node, wire.TKAInfo(head=t.head), cast(_MapPeers, found))
+        info = wire.TKAInfo(head=t.head)
+        return _session_json(node, info, cast(_MapPeers, found), req, _session_handle(t))
 
     def _map_parts(
         self, token: str | None, req: wire.MapRequest, ctx: RequestContext
-    ) -> tuple[NodeRow, wire.TKAInfo | None, _MapPeers | list[NodeRow]]:
-        """The caller's node, the lock info, and the peers (the caller still among them)."""
+    ) -> tuple[NodeRow, wire.TKAInfo | None, _MapPeers | list[NodeRow], TailnetRow]:
+        """The caller's node, the lock info, its peers (itself still among them), its tailnet."""
         with self.store.read() as txn:
             node, t = self._auth_node(txn, token, req.node_key, ctx)
             if t.status == STATUS_ENABLED:
-                return node, wire.TKAInfo(head=t.head), self._admitted_peers(txn, t)
+                return node, wire.TKAInfo(head=t.head), self._admitted_peers(txn, t), t
             # Lock off (or disabled): every node is a peer, signed or not.
             info = wire.TKAInfo(disabled=True) if t.status == STATUS_DISABLED else None
-            return node, info, txn.nodes(t.name)
+            return node, info, txn.nodes(t.name), t
 
     def _admitted_peers(self, txn: Transaction, t: TailnetRow) -> _MapPeers:
         """The nodes the authority at *t*'s head admits, as map sends them.
@@ -305,6 +325,10 @@ class SignRPCs(Auth):
             built = _MapPeers(key, b",".join(entries), spans, tuple(_map_node(n) for n in chosen))
             with self._lock:
                 current = self._map_peers.get(t.name)
+            if current is not None and current.key[0] < t.seq:
+                built.since.update(_since(cast(_MapPeers, current), built))
+            with self._lock:
+                current = self._map_peers.get(t.name)
                 if current is None or current.key[0] <= t.seq:
                     self._map_peers[t.name] = built
                     self._map_peers.move_to_end(t.name)
@@ -317,6 +341,10 @@ class SignRPCs(Auth):
 _MAP_CACHE_TAILNETS: Final = 64
 
 
+#: Earlier ``Seq`` values a map build keeps what changed since (per tailnet).
+_MAP_SESSION_HISTORY: Final = 16
+
+
 @dataclass(frozen=True)
 class _MapPeers:
     """A tailnet's admitted nodes as map sends them, valid while ``key`` = (seq, head) stays."""
@@ -327,29 +355,147 @@ class _MapPeers:
     spans: dict[int, tuple[int, int]]
     """Node ID -> where its entry is in :attr:`body` (start, end)."""
     nodes: tuple[wire.MapNode, ...]
+    since: dict[int, frozenset[int]] = field(default_factory=dict)
+    """Earlier seq -> the node IDs whose entry changed, came or went since
+    then (filled once, before the build is shared; read-only after)."""
+    deltas: dict[int, _Delta] = field(default_factory=dict)
+    """Earlier seq -> the delta answer's parts, built at the first request."""
 
 
-def _map_json(node: NodeRow, info: wire.TKAInfo | None, peers: _MapPeers | list[NodeRow]) -> bytes:
-    """The map answer for *node*: its entry, its peers (itself left out), the lock info."""
+@dataclass(frozen=True)
+class _Delta:
+    """What changed since one earlier seq: entries (as in :class:`_MapPeers`) and removals."""
+
+    body: bytes
+    spans: dict[int, tuple[int, int]]
+    removed: tuple[int, ...]
+
+
+def _since(old: _MapPeers, new: _MapPeers) -> dict[int, frozenset[int]]:
+    """*new*'s :attr:`_MapPeers.since`, given the build it replaces.
+
+    The IDs touched since *old*, added to those *old* kept for earlier
+    seqs; a history whose changes reach half the tailnet is dropped (the
+    whole list is as cheap to send by then).
+    """
+    touched = {
+        node_id
+        for node_id, (start, end) in new.spans.items()
+        if (was := old.spans.get(node_id)) is None
+        or old.body[was[0] : was[1]] != new.body[start:end]
+    }
+    touched.update(node_id for node_id in old.spans if node_id not in new.spans)
+    limit = max(len(new.spans), len(old.spans)) // 2
+    out: dict[int, frozenset[int]] = {}
+    for seq, ids in list(old.since.items())[-(_MAP_SESSION_HISTORY - 1) :]:
+        merged = ids | touched
+        if len(merged) <= limit:
+            out[seq] = merged
+    if len(touched) <= limit:
+        out[old.key[0]] = frozenset(touched)
+    return out
+
+
+def _session_handle(t: TailnetRow) -> str:
+    """The map session of a tailnet: its name and creation time, so a re-created one differs."""
+    return hashlib.sha256(f"{t.name}\x00{t.created!r}".encode()).hexdigest()[:20]
+
+
+def _session_json(
+    node: NodeRow,
+    info: wire.TKAInfo | None,
+    peers: _MapPeers,
+    req: wire.MapRequest,
+    handle: str,
+) -> bytes:
+    """The map answer with lock enabled: a delta when *req* resumes a known seq, else whole."""
+    seq = peers.key[0]
+    tail = b',"MapSessionHandle":"%s","Seq":%d}\n' % (handle.encode("ascii"), seq)
+    if req.map_session_handle != handle or not 0 < req.map_session_seq <= seq:
+        return _map_json(node, info, peers, tail)
+    # The caller's own entry, as kept when it is admitted (it is the same bytes).
+    span = peers.spans.get(node.node_id)
+    own = peers.body[span[0] : span[1]] if span is not None else _entry_json(node)
+    parts: list[bytes | memoryview] = [b'{"Node":', own]
+    if req.map_session_seq != seq:
+        delta = _delta(peers, req.map_session_seq)
+        if delta is None:
+            return _map_json(node, info, peers, tail)
+        parts.append(b',"PeersChanged":[')
+        _splice(parts, delta.body, delta.spans, node.node_id)
+        removed = [i for i in delta.removed if i != node.node_id]
+        parts.append(b'],"PeersRemoved":[%s]' % b",".join(b"%d" % i for i in removed))
+    if info is not None:
+        parts += [b',"TKAInfo":', _info_json(info)]
+    parts.append(tail)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _info_json(info: wire.TKAInfo) -> bytes:
+    """The lock info as JSON (a frozen value: the same head encodes alike every time)."""
+    return json.dumps(wire.encode(info), separators=(",", ":")).encode()
+
+
+def _delta(peers: _MapPeers, since: int) -> _Delta | None:
+    """The changes since *since* (built once per seq), or ``None`` if that seq is not kept."""
+    found = peers.deltas.get(since)
+    if found is not None:
+        return found
+    touched = peers.since.get(since)
+    if touched is None:
+        return None
+    entries: list[bytes] = []
+    spans: dict[int, tuple[int, int]] = {}
+    pos = 0
+    for node_id in sorted(i for i in touched if i in peers.spans):
+        start, end = peers.spans[node_id]
+        entries.append(peers.body[start:end])
+        spans[node_id] = (pos, pos + end - start)
+        pos += end - start + 1
+    removed = tuple(sorted(i for i in touched if i not in peers.spans))
+    delta = _Delta(b",".join(entries), spans, removed)
+    # Racing requests may each build it: the same value, so either may stay.
+    peers.deltas.setdefault(since, delta)
+    return delta
+
+
+def _splice(
+    parts: list[bytes | memoryview], body: bytes, spans: dict[int, tuple[int, int]], skip: int
+) -> None:
+    """Append *body*'s comma-joined entries to *parts*, without node *skip*'s."""
+    view = memoryview(body)
+    span = spans.get(skip)
+    if span is None:
+        parts.append(view)
+        return
+    start, end = span
+    if start > 0:
+        parts.append(view[: start - 1])  # up to the comma before the entry
+        parts.append(view[end:])  # from the comma after it (or the end)
+    else:
+        parts.append(view[end + 1 :])
+
+
+def _map_json(
+    node: NodeRow,
+    info: wire.TKAInfo | None,
+    peers: _MapPeers | list[NodeRow],
+    tail: bytes = b"}\n",
+) -> bytes:
+    """The map answer for *node*: its entry, its peers (itself left out), the lock info.
+
+    *tail* closes the object (and may add fields before that).
+    """
     parts: list[bytes | memoryview] = [b'{"Node":', _entry_json(node), b',"Peers":[']
     if isinstance(peers, _MapPeers):
-        view = memoryview(peers.body)
-        span = peers.spans.get(node.node_id)
-        if span is None:
-            parts.append(view)
-        else:
-            start, end = span
-            if start > 0:
-                parts.append(view[: start - 1])  # up to the comma before the entry
-                parts.append(view[end:])  # from the comma after it (or the end)
-            else:
-                parts.append(view[end + 1 :])
+        _splice(parts, peers.body, peers.spans, node.node_id)
     else:
         parts.append(b",".join(_entry_json(n) for n in peers if n.node_id != node.node_id))
     parts.append(b"]")
     if info is not None:
-        parts += [b',"TKAInfo":', json.dumps(wire.encode(info)).encode()]
-    parts.append(b"}\n")
+        parts += [b',"TKAInfo":', _info_json(info)]
+    parts.append(tail)
     return b"".join(parts)
 
 
