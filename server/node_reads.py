@@ -42,6 +42,8 @@ class NodeReads:
         self._store = store
         self._cv = threading.Condition()
         self._queue: list[tuple[int, asyncio.Future[JoinedRow]]] = []
+        # Reads asked for in the loop's current pass (touched by the loop only).
+        self._gathering: list[tuple[int, asyncio.Future[JoinedRow]]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,14 +71,21 @@ class NodeReads:
         loop = self._loop
         if loop is None or self._stopping:
             raise ReadQueueFull
+        if len(self._gathering) + len(self._queue) >= MAX_QUEUED:
+            raise ReadQueueFull
         future: asyncio.Future[JoinedRow] = loop.create_future()
-        with self._cv:
-            if len(self._queue) >= MAX_QUEUED:
-                raise ReadQueueFull
-            self._queue.append((node_id, future))
-            if len(self._queue) == 1:
-                self._cv.notify()
+        self._gathering.append((node_id, future))
+        if len(self._gathering) == 1:
+            # Handed over once the loop has run everything ready now, so
+            # every request whose bytes came in the same wake-up shares it.
+            loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        gathered, self._gathering = self._gathering, []
+        with self._cv:
+            self._queue.extend(gathered)
+            self._cv.notify()
 
     def _run(self) -> None:
         while True:

@@ -531,10 +531,19 @@ class SQLTransaction:
         ids = [i for i in node_ids if 0 <= i <= _INT64_MAX]  # others name no node
         if not ids:
             return {}
-        where = ", ".join("?" * len(ids))
+        params: list[Any]
+        if self._pg:
+            # One statement text whatever the count, so the server prepares it once.
+            sql, params = f"{_NODES_WITH_TAILNET} = ANY(?)", [ids]
+        else:
+            # Padded to a power of two (repeating an ID), so SQLite's statement
+            # cache holds ten texts, not one per batch size.
+            size = 1 << (len(ids) - 1).bit_length()
+            params = ids + [ids[-1]] * (size - len(ids))
+            sql = f"{_NODES_WITH_TAILNET} IN ({', '.join('?' * size)})"
         n = _NODE_COLUMN_COUNT
         out: dict[int, tuple[NodeRow, TailnetRow | None]] = {}
-        for r in self.execute(f"{_NODES_WITH_TAILNET} IN ({where})", ids):
+        for r in self.execute(sql, params):
             node = _node_row(r[:n])
             out[node.node_id] = (node, None if r[n] is None else _tailnet_row(r[n:]))
         return out
