@@ -13,7 +13,10 @@ stands between the JSON and the checks. Every endpoint:
   slower than :class:`BodyLimits` allows;
 * parses every number in a path or query strictly (ASCII digits, bounded);
 * accepts ``GET`` with a JSON body, as Tailscale's client sends, and ``POST``;
-* runs the blocking service call in a worker thread;
+* answers the hot node RPCs (bootstrap, sync/offer, an empty sync/send,
+  map) on the event loop when the service keeps their answer, after one
+  batched read of the caller (:mod:`server.node_reads`), and runs every
+  other service call in a worker thread;
 * answers errors as ``{"error": "...", "code": "..."}`` with a 4xx status for
   anything the caller sent (5xx only when the database fails, or for a bug);
 * logs one structured line (no bodies, tokens or secrets).

@@ -208,3 +208,39 @@ def test_apply_map_delta_refuses_a_delta_of_another_session() -> None:
         except wire.BadRequest:
             continue
         raise AssertionError("accepted a delta that does not follow its map")
+
+
+def test_the_client_reads_a_map_over_a_mebibyte_and_its_deltas(tmp_path: Path) -> None:
+    """4,000 admitted peers: about 1.2 MB whole (the client once refused over 1 MiB)."""
+    from tka.control.store import NodeRow
+
+    url = f"sqlite:///{tmp_path}/control.db"
+    t = _Tailnet(url)
+    try:
+        with t.store.write("t") as txn:
+            for i in range(4000):
+                key = os.urandom(32)
+                txn.insert_node(
+                    NodeRow(
+                        0,
+                        "t",
+                        key,
+                        bytes(32),
+                        name=f"bulk{i}",
+                        signature=sign_direct(t.seed, key).to_bytes(),
+                    )
+                )
+        with ServerProcess(url, str(tmp_path)) as srv:
+            token, key = t.nodes[t.first]
+            client = ControlClient(srv.url, token, key)
+            whole = client.map()
+            assert len(whole.peers) == 4000
+            assert len(json.dumps(wire.encode(whole))) > 1024 * 1024
+            late = t.register()
+            t.sign(late)
+            after = client.map(since=whole)
+            assert len(after.peers) == 4001 and late in _peers(after)
+            raw = _raw_map(srv.url, token, key, whole)
+            assert [p["ID"] for p in raw["PeersChanged"]] == [late]
+    finally:
+        t.store.close()
