@@ -43,20 +43,26 @@ def _store_with_nodes(tmp_path: Path, n: int) -> tuple[ControlStore, list[int]]:
     return store, ids
 
 
+def _read_all(store: _CountingStore, ids: list[int]) -> list[Any]:
+    """Every ID read at once, from one event loop; answers or exceptions, in order."""
+
+    async def main() -> list[Any]:
+        reads = NodeReads(store)  # type: ignore[arg-type]
+        reads.start()
+        try:
+            return await asyncio.gather(*(reads.read(i) for i in ids), return_exceptions=True)
+        finally:
+            reads.stop()
+
+    return asyncio.run(main())
+
+
 def test_reads_made_together_share_one_statement(tmp_path: Path) -> None:
     store, ids = _store_with_nodes(tmp_path, 40)
     counting = _CountingStore(store)
 
-    async def main() -> list[Any]:
-        reads = NodeReads(counting)  # type: ignore[arg-type]
-        reads.start()
-        try:
-            return await asyncio.gather(*(reads.read(i) for i in [*ids, 10**12]))
-        finally:
-            reads.stop()
-
     try:
-        got = asyncio.run(main())
+        got = _read_all(counting, [*ids, 10**12])
     finally:
         store.close()
     # Each answer is its own node with its tailnet; an unknown ID gets (None, None).
@@ -71,16 +77,8 @@ def test_a_failed_read_fails_every_request_waiting_on_it(tmp_path: Path) -> None
     counting = _CountingStore(store)
     counting.fail = True
 
-    async def main() -> list[Any]:
-        reads = NodeReads(counting)  # type: ignore[arg-type]
-        reads.start()
-        try:
-            return await asyncio.gather(*(reads.read(i) for i in ids), return_exceptions=True)
-        finally:
-            reads.stop()
-
     try:
-        got = asyncio.run(main())
+        got = _read_all(counting, ids)
     finally:
         store.close()
     assert all(isinstance(g, StoreUnavailable) for g in got)
