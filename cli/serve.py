@@ -205,6 +205,10 @@ def serve(
     """
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if port_file:
+        # Refused (exit 2) before anything starts; a regular file is the port
+        # file of an earlier run, which is what this option exists to update.
+        output_plan(port_file, update=True, stdout=False, streams=False)
     try:
         from tka_server.run import (  # type: ignore[import-not-found,unused-ignore]
             Limits,

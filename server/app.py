@@ -492,8 +492,12 @@ def create_app(
                 await run_in_threadpool(on_shutdown)
             log_event("stopped")
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, 404: http_error, 405: http_error},
         lifespan=lifespan,
     )
+    # Called by the server when a graceful shutdown begins (before it waits
+    # for the requests in flight): long polls answer instead of holding it.
+    app.state.begin_shutdown = waiter.stop
+    return app

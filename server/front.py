@@ -74,6 +74,8 @@ class ChangeWaiter:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self.stopping = False
+        """The server is shutting down: long polls answer at once."""
 
     def start(self) -> None:
         """Bind to the running event loop (at application start)."""
@@ -88,6 +90,17 @@ class ChangeWaiter:
     def _wake(self, tailnet: str) -> None:
         event = self._events.pop(tailnet, None)
         if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        """Shutdown began (on the event loop): wake every long poll, and keep none waiting.
+
+        Otherwise a long poll would hold a graceful shutdown for up to its
+        ``wait``; the front polls again, at this or another replica.
+        """
+        self.stopping = True
+        events, self._events = self._events, {}
+        for event in events.values():
             event.set()
 
     def event(self, tailnet: str) -> asyncio.Event:
@@ -164,7 +177,7 @@ def front_routes(
             if found is not None:
                 return _json(found)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or await request.is_disconnected():
+            if remaining <= 0 or waiter.stopping or await request.is_disconnected():
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), min(POLL_INTERVAL, remaining))

@@ -141,6 +141,8 @@ class GuardedServer(uvicorn.Server):
     _last_summary = 0.0
     parent_pid: int | None = None
     """In a worker of ``--workers``: the supervisor's PID (the worker stops if it goes)."""
+    begin_shutdown: Callable[[], None] | None = None
+    """The application's hook for the start of a graceful shutdown (see create_app)."""
 
     def bind(self, listener: Listener, guard: ConnectionGuard) -> None:
         self.listener, self.guard = listener, guard
@@ -157,6 +159,8 @@ class GuardedServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.listener.close()
         self._summarize()
+        if self.begin_shutdown is not None:
+            self.begin_shutdown()
         await super().shutdown(sockets=sockets)
 
     async def on_tick(self, counter: int) -> bool:
@@ -387,6 +391,7 @@ class _Worker:
         config.load()  # the TLS context, the protocol class (uvicorn would load it later)
         server = GuardedServer(config)
         server.parent_pid = parent_pid
+        server.begin_shutdown = app.state.begin_shutdown
         state = server.server_state
 
         def make_protocol(slot: Slot) -> asyncio.Protocol:

@@ -725,3 +725,28 @@ def test_serve_help_lists_only_what_the_service_uses() -> None:
     for node_side in ("--state-dir", "--passphrase-file", "--lock-timeout", "--control "):
         assert node_side not in out
     assert "--store" in out and "--debug" in out
+
+
+def test_a_long_poll_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path}/control.db"
+    env = setup(tmp_path, store_url)
+    server = ServerProcess(store_url, str(tmp_path), graceful_timeout=30).start()
+    try:
+        env["TKA_CONTROL_URL"] = server.url
+        run_cli(env, "control", "create-tailnet", "t1")
+        token_file = tmp_path / "front.token"
+        run_cli(env, "control", "front-token", "t1", "--out", str(token_file))
+        front = Front(server, "t1", token_file.read_text().strip())
+        th, box = start_long_poll(front, front.state()["Seq"], 60)
+        th.join(0.5)
+        assert th.is_alive()  # the poll waits: nothing changes for 60 s
+        start = time.monotonic()
+        rc = server.stop(timeout=20)
+        took = time.monotonic() - start
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    th.join(5)
+    assert rc == 0 and took < 5, (rc, took)
+    # The poll was answered (nothing changed), not cut off.
+    assert not th.is_alive() and box["answer"]["Seq"] >= 0 and box["seconds"] < 10
