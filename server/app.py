@@ -94,6 +94,10 @@ from .node_reads import NodeReads, ReadQueueFull
 __all__ = ["BodyLimits", "create_app", "parse_uint"]
 
 _INT64_MAX: Final = 2**63 - 1
+#: Bodies the event loop decodes itself (a poll or an offer is a few hundred
+#: bytes); a larger one (AUMs to verify, a long offer) is decoded on a
+#: worker thread, where it is answered anyway.
+_KEPT_BODY_MAX: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -280,15 +284,17 @@ def create_app(
             if kept is not None:
                 node = service.authenticate_kept(token, kept)
                 ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
-                obj = wire.parse_body(await _body_of(request, spec.body_limit))
-                try:
-                    out = service.handle_kept(path, token, obj, ctx, kept)
-                except NotKept:
-                    pass  # not answered from memory: the store's turn, on a worker thread
-                else:
-                    if isinstance(out, bytes):
-                        return Response(out, media_type="application/json")
-                    return _json(out)
+                body = await _body_of(request, spec.body_limit)
+                obj = wire.parse_body(body)
+                if len(body) <= _KEPT_BODY_MAX:
+                    try:
+                        out = service.handle_kept(path, token, obj, ctx, kept)
+                    except NotKept:
+                        pass  # not answered from memory: the store's turn, on a worker thread
+                    else:
+                        if isinstance(out, bytes):
+                            return Response(out, media_type="application/json")
+                        return _json(out)
                 return await on_thread(spec.handler, path, token, obj, ctx)
         known = service.token_recently_valid(token)
         if known is None:
