@@ -242,3 +242,26 @@ def test_the_client_reads_a_map_over_a_mebibyte_and_its_deltas(tmp_path: Path) -
             assert [p["ID"] for p in raw["PeersChanged"]] == [late]
     finally:
         t.store.close()
+
+
+def test_a_delta_too_large_to_be_worth_it_is_the_whole_map(tmp_path: Path) -> None:
+    """More than 64 peers changed since (a sixteenth of a small tailnet's floor): whole."""
+    url = f"sqlite:///{tmp_path}/control.db"
+    t = _Tailnet(url, signed=80)
+    try:
+        with ServerProcess(url, str(tmp_path)) as srv:
+            token, key = t.nodes[t.first]
+            client = ControlClient(srv.url, token, key)
+            held = client.map()
+            gone = [n for n in t.nodes if n != t.first][:70]
+            seen = []
+            for node_id in gone:
+                t.delete(node_id)
+                seen.append(client.map())  # a build per change: the history follows
+            recent = _raw_map(srv.url, token, key, seen[-10])
+            assert "Peers" not in recent and len(recent["PeersRemoved"]) == 9
+            raw = _raw_map(srv.url, token, key, held)
+            assert "PeersRemoved" not in raw and len(raw["Peers"]) == 10
+            assert _peers(client.map(since=held)) == _peers(client.map())
+    finally:
+        t.store.close()

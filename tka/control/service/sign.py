@@ -343,6 +343,8 @@ _MAP_CACHE_TAILNETS: Final = 64
 
 #: Earlier ``Seq`` values a map build keeps what changed since (per tailnet).
 _MAP_SESSION_HISTORY: Final = 16
+#: Node IDs a delta may always carry, however small the tailnet.
+_MAP_DELTA_FLOOR: Final = 64
 
 
 @dataclass(frozen=True)
@@ -372,11 +374,13 @@ class _Delta:
 
 
 def _since(old: _MapPeers, new: _MapPeers) -> dict[int, frozenset[int]]:
-    """*new*'s :attr:`_MapPeers.since`, given the build it replaces.
+    """*new*'s :attr:`_MapPeers.since`, given the build it replaces (oldest seq first).
 
     The IDs touched since *old*, added to those *old* kept for earlier
-    seqs; a history whose changes reach half the tailnet is dropped (the
-    whole list is as cheap to send by then).
+    seqs. Bounded twice: a delta carries at most a sixteenth of the
+    tailnet (past that the whole list costs about as much to send), and the
+    history holds at most the tailnet's size in IDs all told, so a build's
+    deltas never weigh more than its own body.
     """
     touched = {
         node_id
@@ -385,15 +389,20 @@ def _since(old: _MapPeers, new: _MapPeers) -> dict[int, frozenset[int]]:
         or old.body[was[0] : was[1]] != new.body[start:end]
     }
     touched.update(node_id for node_id in old.spans if node_id not in new.spans)
-    limit = max(len(new.spans), len(old.spans)) // 2
-    out: dict[int, frozenset[int]] = {}
-    for seq, ids in list(old.since.items())[-(_MAP_SESSION_HISTORY - 1) :]:
+    size = max(len(new.spans), len(old.spans))
+    limit = max(size // 16, _MAP_DELTA_FLOOR)
+    budget = max(size, _MAP_DELTA_FLOOR)
+    if len(touched) > limit:
+        return {}
+    newest_first = [(old.key[0], frozenset(touched))]
+    total = len(touched)
+    for seq, ids in reversed(list(old.since.items())[-(_MAP_SESSION_HISTORY - 1) :]):
         merged = ids | touched
-        if len(merged) <= limit:
-            out[seq] = merged
-    if len(touched) <= limit:
-        out[old.key[0]] = frozenset(touched)
-    return out
+        total += len(merged)
+        if len(merged) > limit or total > budget:
+            break  # every older one holds at least as many
+        newest_first.append((seq, merged))
+    return dict(reversed(newest_first))
 
 
 def _session_handle(t: TailnetRow) -> str:
