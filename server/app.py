@@ -89,15 +89,15 @@ from tka.errors import DecodeError, TKAError
 from tka.nlkeys import NLPublic
 
 from .logs import log_event, now_ms
-from .node_reads import NodeReads, ReadQueueFull
+from .node_reads import ReadQueueFull, front_reads, node_reads
 
-__all__ = ["BodyLimits", "create_app", "parse_uint"]
+__all__ = ["KEPT_BODY_MAX", "BodyLimits", "create_app", "parse_uint"]
 
 _INT64_MAX: Final = 2**63 - 1
 #: Bodies the event loop decodes itself (a poll or an offer is a few hundred
 #: bytes); a larger one (AUMs to verify, a long offer) is decoded on a
 #: worker thread, where it is answered anyway.
-_KEPT_BODY_MAX: Final = 64 * 1024
+KEPT_BODY_MAX: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,8 @@ def create_app(
     *body_limits* says how slowly a body may arrive.
     """
     pace = body_limits or BodyLimits()
-    reads = NodeReads(service.store)
+    reads = node_reads(service.store)
+    relayed_reads = front_reads(service.store)
 
     async def _body_of(request: Request, limit: int) -> bytes:
         return await _body(request, limit, pace)
@@ -286,7 +287,7 @@ def create_app(
                 ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
                 body = await _body_of(request, spec.body_limit)
                 obj = wire.parse_body(body)
-                if len(body) <= _KEPT_BODY_MAX:
+                if len(body) <= KEPT_BODY_MAX:
                     try:
                         out = service.handle_kept(path, token, obj, ctx, kept)
                     except NotKept:
@@ -480,7 +481,10 @@ def create_app(
 
     waiter = ChangeWaiter()
     service.store.add_change_listener(waiter.notify)
-    routes += front_routes(service, _body_of, admin, waiter)
+    # Right after /machine: Starlette tries routes in order, and a front
+    # relays every node's hot RPCs through them.
+    front = front_routes(service, _body_of, admin, waiter, relayed_reads)
+    routes[2:2] = front
 
     from collections.abc import AsyncIterator
     from contextlib import asynccontextmanager
@@ -489,11 +493,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         waiter.start()
         reads.start()
+        relayed_reads.start()
         log_event("started", store=service.store.url_scheme)
         try:
             yield
         finally:
             await run_in_threadpool(reads.stop)
+            await run_in_threadpool(relayed_reads.stop)
             if on_shutdown is not None:
                 await run_in_threadpool(on_shutdown)
             log_event("stopped")

@@ -2,15 +2,18 @@
 
 The hot node RPCs (bootstrap, sync/offer, an empty sync/send, map) are
 answered from memory once the caller is authenticated, and authenticating
-is one indexed read of the node and its tailnet. Handing each request to a
-worker thread for that read cost more than the rest of the request: every
-hop moves the GIL between threads twice, and sixteen worker threads
-contending for it multiplied the server's CPU time per request by three.
+is one indexed read of the node and its tailnet (or, for a node a front
+relays for, of the front token, the fed node and the tailnet). Handing each
+request to a worker thread for that read cost more than the rest of the
+request: every hop moves the GIL between threads twice, and sixteen worker
+threads contending for it multiplied the server's CPU time per request by
+three.
 
-:class:`NodeReads` instead queues the reads the event loop asks for and
+:class:`BatchedReads` instead queues the reads the event loop asks for and
 lets one thread of its own run whatever has queued up as one statement
-(:meth:`~tka.control.store.ControlStore.nodes_with_tailnets`), then wakes
-the waiting requests with one callback. Under load a read serves many
+(:meth:`~tka.control.store.ControlStore.nodes_with_tailnets`, or
+:meth:`~tka.control.store.ControlStore.front_callers`), then wakes the
+waiting requests with one callback. Under load a read serves many
 requests; idle, it costs one short round trip, as before. The event loop
 never waits on the store: a slow database slows these requests only.
 """
@@ -19,31 +22,41 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Final
+from collections.abc import Callable, Hashable, Sequence
+from typing import Final, Generic, TypeVar
 
 from tka.control.service import JoinedRow
-from tka.control.store import MAX_JOINED_READ, ControlStore
+from tka.control.store import MAX_JOINED_READ, ControlStore, FrontKey, FrontRow
 
-__all__ = ["NodeReads"]
+__all__ = ["BatchedReads", "ReadQueueFull", "front_reads", "node_reads"]
 
 #: Reads allowed to wait before new ones are refused (each is a few hundred
 #: bytes; the connection caps bound the callers anyway).
 MAX_QUEUED: Final = 50_000
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class ReadQueueFull(Exception):
     """More reads are waiting than :data:`MAX_QUEUED`: the caller takes the slow path."""
 
 
-class NodeReads:
-    """Batched reads of (node, tailnet) by node ID, for coroutines on one event loop."""
+class BatchedReads(Generic[K, V]):
+    """Batched reads by key, for coroutines on one event loop.
 
-    def __init__(self, store: ControlStore) -> None:
-        self._store = store
+    *fetch* reads many keys at once (at most :data:`MAX_JOINED_READ`) and
+    answers those it found; *missing* is the answer for any other key.
+    """
+
+    def __init__(self, fetch: Callable[[Sequence[K]], dict[K, V]], missing: V, name: str) -> None:
+        self._fetch = fetch
+        self._missing = missing
+        self._name = name
         self._cv = threading.Condition()
-        self._queue: list[tuple[int, asyncio.Future[JoinedRow]]] = []
+        self._queue: list[tuple[K, asyncio.Future[V]]] = []
         # Reads asked for in the loop's current pass (touched by the loop only).
-        self._gathering: list[tuple[int, asyncio.Future[JoinedRow]]] = []
+        self._gathering: list[tuple[K, asyncio.Future[V]]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,7 +64,7 @@ class NodeReads:
     def start(self) -> None:
         """Start the reading thread (call from the event loop the reads will come from)."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="tka-node-reads", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -62,8 +75,8 @@ class NodeReads:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    async def read(self, node_id: int) -> JoinedRow:
-        """The node *node_id* and its tailnet (``None`` where there is none).
+    async def read(self, key: K) -> V:
+        """What *fetch* reads for *key* (*missing* when it found nothing).
 
         Raises what the store raises (e.g. ``StoreUnavailable``), and
         :class:`ReadQueueFull` when too many reads wait already.
@@ -73,8 +86,8 @@ class NodeReads:
             raise ReadQueueFull
         if len(self._gathering) + len(self._queue) >= MAX_QUEUED:
             raise ReadQueueFull
-        future: asyncio.Future[JoinedRow] = loop.create_future()
-        self._gathering.append((node_id, future))
+        future: asyncio.Future[V] = loop.create_future()
+        self._gathering.append((key, future))
         if len(self._gathering) == 1:
             # Handed over once the loop has run everything ready now, so
             # every request whose bytes came in the same wake-up shares it.
@@ -96,29 +109,43 @@ class NodeReads:
                     return
                 batch = self._queue[:MAX_JOINED_READ]
                 del self._queue[:MAX_JOINED_READ]
-            ids = sorted({node_id for node_id, _ in batch})
-            rows: dict[int, JoinedRow] = {}
+            keys = list(dict.fromkeys(key for key, _ in batch))
+            found: dict[K, V] = {}
             error: BaseException | None = None
             try:
-                rows.update(self._store.nodes_with_tailnets(ids))
+                found = self._fetch(keys)
             except BaseException as exc:  # handed to every waiting request
                 error = exc
             assert self._loop is not None
             try:
-                self._loop.call_soon_threadsafe(_settle, batch, rows, error)
+                self._loop.call_soon_threadsafe(self._settle, batch, found, error)
             except RuntimeError:  # the loop closed: nobody waits any more
                 return
 
+    def _settle(
+        self,
+        batch: list[tuple[K, asyncio.Future[V]]],
+        found: dict[K, V],
+        error: BaseException | None,
+    ) -> None:
+        for key, future in batch:
+            if future.done():  # the request was cancelled (its client went away)
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(found.get(key, self._missing))
 
-def _settle(
-    batch: list[tuple[int, asyncio.Future[JoinedRow]]],
-    rows: dict[int, JoinedRow],
-    error: BaseException | None,
-) -> None:
-    for node_id, future in batch:
-        if future.done():  # the request was cancelled (its client went away)
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(rows.get(node_id, (None, None)))
+
+def node_reads(store: ControlStore) -> BatchedReads[int, JoinedRow]:
+    """A node token's node and tailnet, by node ID."""
+
+    def fetch(ids: Sequence[int]) -> dict[int, JoinedRow]:
+        return dict(store.nodes_with_tailnets(ids))
+
+    return BatchedReads(fetch, (None, None), "tka-node-reads")
+
+
+def front_reads(store: ControlStore) -> BatchedReads[FrontKey, FrontRow]:
+    """A relayed node's front token, fed node and tailnet, by (token ID, tailnet, node ID)."""
+    return BatchedReads(store.front_callers, (None, None, None), "tka-front-reads")

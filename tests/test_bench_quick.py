@@ -41,7 +41,7 @@ WORKLOADS = [
     *(
         f"Server/{kind}-10000/{engine}"
         for engine in ("sqlite", "postgres")
-        for kind in ("map", "map-poll", "sync-offer", "bootstrap", "catch-up")
+        for kind in ("map", "map-poll", "sync-offer", "bootstrap", "front-sync-offer", "catch-up")
     ),
     "CLI/version-startup",
     "CLI/status-startup",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.node_reads import NodeReads
+from server.node_reads import node_reads
 from tka.control import wire
 from tka.control.errors import StoreUnavailable
 from tka.control.service import ControlService
@@ -47,7 +47,7 @@ def _read_all(store: _CountingStore, ids: list[int]) -> list[Any]:
     """Every ID read at once, from one event loop; answers or exceptions, in order."""
 
     async def main() -> list[Any]:
-        reads = NodeReads(store)  # type: ignore[arg-type]
+        reads = node_reads(store)  # type: ignore[arg-type]
         reads.start()
         try:
             return await asyncio.gather(*(reads.read(i) for i in ids), return_exceptions=True)
@@ -88,7 +88,7 @@ def test_a_cancelled_request_does_not_disturb_the_others(tmp_path: Path) -> None
     store, ids = _store_with_nodes(tmp_path, 3)
 
     async def main() -> Any:
-        reads = NodeReads(store)
+        reads = node_reads(store)
         reads.start()
         try:
             doomed = asyncio.ensure_future(reads.read(ids[0]))

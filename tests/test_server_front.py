@@ -410,6 +410,24 @@ def _flow(server: ServerProcess, env: dict[str, str], token: str, other: str) ->
         status, out = call(server, "GET", front.path(f"/changes?{query}"), token)
         assert status == 400, (query, out)
 
+    # -- relays that the batched read must not take (or must not be upset by):
+    # names no tailnet has (NUL cannot even be stored by PostgreSQL), node IDs
+    # out of range, another tailnet's name; answered 4xx, and an honest relay
+    # made alongside is not disturbed.
+    offer = {"NodeKey": nk1, "Head": g.hash_text, "Ancestors": []}
+    hostile = [
+        ("/front/v1/tailnets/t%001/machine/tka/sync/offer", "1"),
+        ("/front/v1/tailnets/" + "x" * 300 + "/machine/tka/sync/offer", "1"),
+        ("/front/v1/tailnets/t2/machine/tka/sync/offer", "1"),
+        (front.path("/machine/tka/sync/offer"), str(2**64)),
+        (front.path("/machine/tka/sync/offer"), "-1"),
+        (front.path("/machine/tka/sync/offer"), "99999"),
+    ]
+    for hpath, hid in hostile:
+        status, out = call(server, "POST", hpath, token, offer, {"Tka-Node-Id": hid})
+        assert 400 <= status < 500, (hpath[:60], hid, status, out)
+        assert front.relay(1, "sync/offer", offer)[0] == 200
+
     # -- revocation: the token stops working at once.
     listed = json.loads(run_cli(env, "control", "front-tokens", "t1", "--json").stdout)
     token_id = int(token.split("-")[1])

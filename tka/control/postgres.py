@@ -19,6 +19,8 @@ from typing import Any, Final
 from tka.control.errors import Conflict, StoreUnavailable
 from tka.control.store import (
     SCHEMA_VERSION,
+    FrontKey,
+    FrontRow,
     NodeRow,
     SQLTransaction,
     TailnetRow,
@@ -277,6 +279,11 @@ class PostgresControlStore:
         """Nodes and their tailnets in one statement (autocommit: one round trip)."""
         with self._transaction(None, single=True) as txn:
             return txn.nodes_with_tailnets(node_ids)
+
+    def front_callers(self, keys: Sequence[FrontKey]) -> dict[FrontKey, FrontRow]:
+        """Front tokens, fed nodes and tailnets for *keys* (statements in autocommit)."""
+        with self._transaction(None, single=True) as txn:
+            return txn.front_callers(keys)
 
     def ping(self) -> None:
         """Check the database answers."""

@@ -22,6 +22,8 @@ from typing import Final
 from tka.control.errors import StoreUnavailable
 from tka.control.store import (
     SCHEMA_VERSION,
+    FrontKey,
+    FrontRow,
     NodeRow,
     SQLTransaction,
     TailnetRow,
@@ -267,6 +269,11 @@ class SQLiteControlStore:
         """Nodes and their tailnets in one statement (its own implicit read transaction)."""
         with self._errors("reading"):
             return SQLTransaction(self._conn()).nodes_with_tailnets(node_ids)
+
+    def front_callers(self, keys: Sequence[FrontKey]) -> dict[FrontKey, FrontRow]:
+        """Front tokens, fed nodes and tailnets for *keys* (statements in autocommit)."""
+        with self._errors("reading"):
+            return SQLTransaction(self._conn()).front_callers(keys)
 
     def ping(self) -> None:
         """Check the file answers a query."""

@@ -46,6 +46,8 @@ __all__ = [
     "STATUS_PENDING",
     "AdminTokenRow",
     "ControlStore",
+    "FrontKey",
+    "FrontRow",
     "FrontTokenRow",
     "NodeRow",
     "SQLTransaction",
@@ -310,6 +312,16 @@ class ControlStore(Protocol):
         """
         ...
 
+    def front_callers(self, keys: Sequence[FrontKey]) -> dict[FrontKey, FrontRow]:
+        """For each (front token ID, tailnet, front node ID): the token, the fed node and
+        the tailnet (``None`` for what is not there; the tailnet is read only with its
+        node, in the same statement, and the token in a statement of its own).
+
+        At most :data:`MAX_JOINED_READ` keys. For batching the authentication
+        of the RPCs a front relays.
+        """
+        ...
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
         ...
@@ -374,18 +386,24 @@ _NODE_COLS: Final = (
     "reported_head, created, updated, may_init, front_id"
 )
 
-_NODES_WITH_TAILNET: Final = (
+_NODES_JOINED: Final = (
     "SELECT "
     + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
     + ", "
     + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
-    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet WHERE n.node_id"
+    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet"
 )
+_NODES_WITH_TAILNET: Final = f"{_NODES_JOINED} WHERE n.node_id"
 _INT64_MAX: Final = 2**63 - 1
 _NODE_COLUMN_COUNT: Final = len(_NODE_COLS.split(","))
 #: Node IDs one :meth:`ControlStore.nodes_with_tailnets` may read (well under
 #: SQLite's 32,766 bound variables).
 MAX_JOINED_READ: Final = 512
+
+#: A node a front relays for: (front token ID, tailnet, the front's node ID).
+FrontKey = tuple[int, str, int]
+#: What :meth:`ControlStore.front_callers` reads for one key.
+FrontRow = tuple[FrontTokenRow | None, NodeRow | None, TailnetRow | None]
 
 
 def _b(v: Any) -> bytes | None:
@@ -531,22 +549,70 @@ class SQLTransaction:
         ids = [i for i in node_ids if 0 <= i <= _INT64_MAX]  # others name no node
         if not ids:
             return {}
-        params: list[Any]
-        if self._pg:
-            # One statement text whatever the count, so the server prepares it once.
-            sql, params = f"{_NODES_WITH_TAILNET} = ANY(?)", [ids]
-        else:
-            # Padded to a power of two (repeating an ID), so SQLite's statement
-            # cache holds ten texts, not one per batch size.
-            size = 1 << (len(ids) - 1).bit_length()
-            params = ids + [ids[-1]] * (size - len(ids))
-            sql = f"{_NODES_WITH_TAILNET} IN ({', '.join('?' * size)})"
+        where, params = self._in(ids)
         n = _NODE_COLUMN_COUNT
         out: dict[int, tuple[NodeRow, TailnetRow | None]] = {}
-        for r in self.execute(sql, params):
+        for r in self.execute(f"{_NODES_WITH_TAILNET} {where}", params):
             node = _node_row(r[:n])
             out[node.node_id] = (node, None if r[n] is None else _tailnet_row(r[n:]))
         return out
+
+    def front_callers(self, keys: Sequence[FrontKey]) -> dict[FrontKey, FrontRow]:
+        """Front tokens, fed nodes and tailnets for *keys* (see the protocol).
+
+        One statement for the tokens, and one per tailnet for its fed nodes
+        joined with it (a batch is nearly always one tailnet's): each an
+        indexed ``IN`` list of a padded length (see :meth:`_in`).
+        """
+        if len(keys) > MAX_JOINED_READ:
+            raise ValueError(f"at most {MAX_JOINED_READ} keys per read")
+        tokens: dict[int, FrontTokenRow] = {}
+        token_ids = sorted({k[0] for k in keys if 0 <= k[0] <= _INT64_MAX})
+        if token_ids:
+            where, params = self._in(token_ids)
+            for r in self.execute(
+                "SELECT token_id, tailnet, label, created, token_hash FROM front_tokens "
+                f"WHERE token_id {where}",
+                params,
+            ):
+                tokens[int(r[0])] = FrontTokenRow(
+                    int(r[0]), str(r[1]), str(r[2]), float(r[3]), bytes(r[4])
+                )
+        # Each fed node with its tailnet, joined (one snapshot). A node that
+        # is not there is refused before its tailnet would be looked at.
+        tailnets: dict[str, TailnetRow] = {}
+        nodes: dict[tuple[str, int], NodeRow] = {}
+        by_tailnet: dict[str, set[int]] = {}
+        for _, name, front_id in keys:
+            by_tailnet.setdefault(name, set()).add(_signed64(front_id))
+        n = _NODE_COLUMN_COUNT
+        for name, ids in by_tailnet.items():
+            where, params = self._in(sorted(ids))
+            for r in self.execute(
+                f"{_NODES_JOINED} WHERE n.tailnet = ? AND n.front_id {where}", [name, *params]
+            ):
+                node = _node_row(r[:n])
+                assert node.front_id is not None
+                nodes[(name, node.front_id)] = node
+                if r[n] is not None:
+                    tailnets[name] = _tailnet_row(r[n:])
+        return {
+            k: (tokens.get(k[0]), nodes.get((k[1], _unsigned64(k[2]))), tailnets.get(k[1]))
+            for k in keys
+        }
+
+    def _in(self, values: list[Any]) -> tuple[str, list[Any]]:
+        """``IN (...)`` for *values* (not empty) and its parameters.
+
+        PostgreSQL: ``= ANY(?)`` with one array, one statement text whatever
+        the count (prepared once). SQLite: the list padded to a power of two
+        by repeating its last value, so the statement cache holds ten texts,
+        not one per count.
+        """
+        if self._pg:
+            return "= ANY(?)", [values]
+        size = 1 << (len(values) - 1).bit_length()
+        return f"IN ({', '.join('?' * size)})", values + [values[-1]] * (size - len(values))
 
     def node_by_key(self, tailnet: str, node_key: bytes) -> NodeRow | None:
         r = self._one(

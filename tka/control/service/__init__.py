@@ -65,7 +65,7 @@ together; every name importable from here before the split still is.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from tka.control import wire
 from tka.control.service._base import (
@@ -79,7 +79,9 @@ from tka.control.service._base import (
     MAX_SEND_AUMS,
     RPCS,
     SMALL_BODY,
+    Caller,
     JoinedRow,
+    KeptRow,
     NotKept,
     RequestContext,
     RPCSpec,
@@ -125,11 +127,12 @@ class ControlService(InitRPCs, SyncRPCs, SignRPCs, AdminOps, FrontOps):
     """
 
     def handle_kept(
-        self, path: str, token: str, body: dict[str, Any], ctx: RequestContext, kept: JoinedRow
+        self, path: str, token: Caller, body: dict[str, Any], ctx: RequestContext, kept: KeptRow
     ) -> dict[str, Any] | bytes:
         """Answer the node RPC at *path* from memory, or raise :class:`NotKept`.
 
-        *kept* is the caller's node and tailnet as read (in one statement)
+        *kept* is what the caller's token names, as read (in one statement,
+        or one read transaction for a front's relay: see :data:`KeptRow`)
         just before: the caller is authenticated against it exactly as
         :meth:`handle` authenticates against the store, and the answer is
         one kept for the tailnet's version read there. For the HTTP layer's
@@ -144,7 +147,9 @@ class ControlService(InitRPCs, SyncRPCs, SignRPCs, AdminOps, FrontOps):
         spec = RPCS[path]
         request = wire.decode(spec.request, body)
         if path == "/machine/map":
-            return self.map_kept(token, request, ctx, kept)
+            if isinstance(token, FrontCaller) or token is None:
+                raise NotKept  # a front relays /machine/tka/* only: refused by handle
+            return self.map_kept(token, request, ctx, cast(JoinedRow, kept))
         response = getattr(self, spec.handler)(token, request, ctx, kept=kept)
         if path == "/machine/tka/sync/offer":
             return self._offer_json(response)

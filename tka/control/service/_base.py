@@ -29,6 +29,8 @@ from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     ControlStore,
+    FrontRow,
+    FrontTokenRow,
     NodeRow,
     TailnetRow,
     Transaction,
@@ -128,6 +130,10 @@ Caller = str | FrontCaller | None
 #: A node and its tailnet as one joined read gave them (``None`` where there
 #: is none): see :meth:`~tka.control.store.ControlStore.nodes_with_tailnets`.
 JoinedRow = tuple[NodeRow | None, TailnetRow | None]
+#: What a request was authenticated against beforehand: a node token's
+#: :data:`JoinedRow`, or a relayed node's front token, fed node and tailnet
+#: (:meth:`~tka.control.store.ControlStore.front_callers`).
+KeptRow = JoinedRow | FrontRow
 
 #: The RPCs :meth:`ServiceBase.handle_kept` may answer from memory.
 KEPT_RPCS: Final = frozenset(
@@ -228,6 +234,28 @@ class _JoinedRead:
         node, self._tailnet = self._kept
         # The read was made for the token's node ID: anything else is not it.
         return node if node is not None and node.node_id == node_id else None
+
+    def tailnet(self, name: str) -> TailnetRow | None:
+        t = self._tailnet
+        return t if t is not None and t.name == name else None
+
+
+class _FrontRead:
+    """A relayed node's front token, fed node and tailnet read beforehand, answering
+    :meth:`Auth._auth_node`'s reads for a :class:`FrontCaller` (see ``front_callers``)."""
+
+    def __init__(self, kept: FrontRow) -> None:
+        self._token, self._node, self._tailnet = kept
+
+    def front_token(self, token_id: int) -> FrontTokenRow | None:
+        row = self._token
+        return row if row is not None and row.token_id == token_id else None
+
+    def front_node(self, tailnet: str, front_id: int) -> NodeRow | None:
+        node = self._node
+        if node is None or node.tailnet != tailnet or node.front_id != front_id:
+            return None
+        return node
 
     def tailnet(self, name: str) -> TailnetRow | None:
         t = self._tailnet

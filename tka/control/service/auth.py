@@ -20,6 +20,7 @@ from tka.control.service._base import (
     _ADMIN_TOKEN_PREFIX,
     _INT64_MAX,
     _NODE_TOKEN_PREFIX,
+    _TAILNET_RE,
     Caller,
     FrontCaller,
     JoinedRow,
@@ -29,6 +30,8 @@ from tka.control.service._base import (
     hash_token,
 )
 from tka.control.store import (
+    FrontKey,
+    FrontRow,
     NodeRow,
     TailnetRow,
     Transaction,
@@ -146,6 +149,46 @@ class Auth(ServiceBase):
         if node is None or not ok:
             raise Unauthenticated("invalid token")
         return node
+
+    @staticmethod
+    def front_read_key(token: str | None, tailnet: str, node_id: int) -> FrontKey | None:
+        """What to read beforehand for a relay (see ``front_callers``), or ``None``.
+
+        ``None`` (take the usual path, which answers the usual errors) for a
+        token that is no front token, a tailnet name no tailnet can have,
+        or a node ID out of range: nothing that could upset the batched read
+        of other requests reaches it.
+        """
+        try:
+            token_id = _parse_front_token(token)[0]
+        except Unauthenticated:
+            return None
+        if not _TAILNET_RE.fullmatch(tailnet) or not 0 <= node_id <= _UINT64_MAX:
+            return None
+        return token_id, tailnet, node_id
+
+    @staticmethod
+    def authenticate_front_kept(
+        token: str | None, tailnet: str, node_id: int, kept: FrontRow
+    ) -> FrontCaller:
+        """:meth:`authenticate_front` against a read made beforehand (*kept*, for the token's ID).
+
+        The same checks (the token's hash in constant time, its tailnet, the
+        node ID's range), without the store.
+        """
+        token_id, secret_part = _parse_front_token(token)
+        row = kept[0]
+        if row is not None and row.token_id != token_id:
+            row = None
+        h = hash_token(secret_part)
+        ok = hmac.compare_digest(h, row.token_hash if row is not None else bytes(32))
+        if row is None or not ok:
+            raise Unauthenticated("invalid token")
+        if row.tailnet != tailnet:
+            raise Forbidden("this front token is for another tailnet")
+        if not 0 <= node_id <= _UINT64_MAX:
+            raise BadRequest("node ID: expected a whole number from 0 to 2^64-1")
+        return FrontCaller(tailnet, node_id, token_id, h)
 
     def authenticate_node(self, token: str | None) -> NodeRow:
         """The node *token* belongs to, or :class:`Unauthenticated`.

@@ -25,11 +25,13 @@ from tka.control.service._base import (
     Caller,
     FrontCaller,
     JoinedRow,
+    KeptRow,
     NotKept,
     RequestContext,
     _check_signature_count,
     _copy,
     _decode_aum,
+    _FrontRead,
     _JoinedRead,
     _Recorder,
     _Retry,
@@ -39,6 +41,7 @@ from tka.control.store import (
     STATUS_DISABLED,
     STATUS_ENABLED,
     AUMStorage,
+    FrontRow,
     NodeRow,
     TailnetRow,
     Transaction,
@@ -65,19 +68,20 @@ class SyncRPCs(Auth):
         token: Caller,
         req_key: NodePublic | None,
         ctx: RequestContext,
-        kept: JoinedRow | None = None,
+        kept: KeptRow | None = None,
     ) -> tuple[NodeRow, TailnetRow]:
         """:meth:`_auth_node` over one statement (a node token), else a read transaction.
 
-        With *kept* (a node token's node and tailnet, read just before), over
-        that read instead: no store access at all.
+        With *kept* (what the caller's token names, read just before: see
+        :data:`KeptRow`), over that read instead: no store access at all.
         """
         if isinstance(token, FrontCaller):
             if kept is not None:
-                raise NotKept
+                front = cast(FrontRow, kept)
+                return self._auth_node(cast(Transaction, _FrontRead(front)), token, req_key, ctx)
             with self.store.read() as txn:
                 return self._auth_node(txn, token, req_key, ctx)
-        joined = _JoinedRead(self.store, kept)
+        joined = _JoinedRead(self.store, cast(JoinedRow | None, kept))
         return self._auth_node(cast(Transaction, joined), token, req_key, ctx)
 
     def bootstrap(
@@ -86,7 +90,7 @@ class SyncRPCs(Auth):
         req: wire.BootstrapRequest,
         ctx: RequestContext,
         *,
-        kept: JoinedRow | None = None,
+        kept: KeptRow | None = None,
     ) -> wire.BootstrapResponse:
         """``/machine/tka/bootstrap``: the genesis, or the disablement secret.
 
@@ -121,7 +125,7 @@ class SyncRPCs(Auth):
         req: wire.SyncOfferRequest,
         ctx: RequestContext,
         *,
-        kept: JoinedRow | None = None,
+        kept: KeptRow | None = None,
     ) -> wire.SyncOfferResponse:
         """``/machine/tka/sync/offer``: the service's offer and what the node lacks."""
         if req.head is None:  # a required field: wire.decode refuses it already
@@ -195,7 +199,7 @@ class SyncRPCs(Auth):
         req: wire.SyncSendRequest,
         ctx: RequestContext,
         *,
-        kept: JoinedRow | None = None,
+        kept: KeptRow | None = None,
     ) -> wire.SyncSendResponse:
         """``/machine/tka/sync/send``: verify and apply the AUMs the service lacks.
 
@@ -272,7 +276,7 @@ class SyncRPCs(Auth):
         token: Caller,
         req: wire.SyncSendRequest,
         ctx: RequestContext,
-        kept: JoinedRow | None = None,
+        kept: KeptRow | None = None,
     ) -> wire.SyncSendResponse:
         """An empty ``sync/send``: the node only reports its head.
 
