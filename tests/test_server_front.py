@@ -17,6 +17,7 @@ import stat
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -768,3 +769,44 @@ def test_a_long_poll_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
     assert rc == 0 and took < 5, (rc, took)
     # The poll was answered (nothing changed), not cut off.
     assert not th.is_alive() and box["answer"]["Seq"] >= 0 and box["seconds"] < 10
+
+
+def test_the_batched_read_of_relayed_callers_matches_one_read_each(store_url: str) -> None:
+    """``front_callers`` answers each key as the single reads would, whatever the batch mixes."""
+    from tka.control.store import open_store
+
+    store = open_store(store_url)
+    try:
+        svc = ControlService(store)
+        for name in ("t1", "t2"):
+            svc.create_tailnet(name)
+        tokens = {name: svc.mint_front_token(name, "hs") for name in ("t1", "t2")}
+        ids = {name: int(str(tokens[name]["Token"]).split("-")[1]) for name in tokens}
+        for name, front_ids in (("t1", (1, BIG_ID)), ("t2", (1,))):
+            caller = svc.authenticate_front(str(tokens[name]["Token"]), name)
+            for fid in front_ids:
+                body = {"NodeKey": NodePublic(nodekey()).text(), "NLKey": "", "KeySignature": ""}
+                svc.front_put_node(replace(caller, node_id=fid), body, RequestContext())
+        keys = [
+            (ids["t1"], "t1", 1),
+            (ids["t1"], "t1", BIG_ID),
+            (ids["t1"], "t1", 7),  # never fed
+            (ids["t2"], "t2", 1),
+            (ids["t2"], "t1", 1),  # t2's token, t1's node
+            (ids["t1"] + ids["t2"], "t1", 1),  # no such token
+            (ids["t1"], "nope", 1),  # no such tailnet
+        ]
+        got = store.front_callers(keys)
+        assert set(got) == set(keys)
+        with store.read() as txn:
+            for key in keys:
+                token_id, name, fid = key
+                token, node, tailnet = got[key]
+                assert token == txn.front_token(token_id), key
+                if token is None:
+                    continue  # refused on the token: what else was read does not matter
+                assert node == txn.front_node(name, fid), key
+                if node is not None:
+                    assert tailnet == txn.tailnet(name), key
+    finally:
+        store.close()

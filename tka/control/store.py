@@ -394,8 +394,18 @@ _NODES_JOINED: Final = (
     + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet"
 )
 _NODES_WITH_TAILNET: Final = f"{_NODES_JOINED} WHERE n.node_id"
+#: :meth:`SQLTransaction.front_callers`' statement, up to the fed nodes' condition.
+_FRONT_CALLERS: Final = (
+    "SELECT "
+    + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
+    + ", "
+    + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
+    + ", f.token_id, f.tailnet, f.label, f.created, f.token_hash"
+    + " FROM front_tokens f LEFT JOIN nodes n ON"
+)
 _INT64_MAX: Final = 2**63 - 1
 _NODE_COLUMN_COUNT: Final = len(_NODE_COLS.split(","))
+_TAILNET_COLUMN_COUNT: Final = len(_TAILNET_COLS.split(","))
 #: Node IDs one :meth:`ControlStore.nodes_with_tailnets` may read (well under
 #: SQLite's 32,766 bound variables).
 MAX_JOINED_READ: Final = 512
@@ -560,42 +570,41 @@ class SQLTransaction:
     def front_callers(self, keys: Sequence[FrontKey]) -> dict[FrontKey, FrontRow]:
         """Front tokens, fed nodes and tailnets for *keys* (see the protocol).
 
-        One statement for the tokens, and one per tailnet for its fed nodes
-        joined with it (a batch is nearly always one tailnet's): each an
-        indexed ``IN`` list of a padded length (see :meth:`_in`).
+        One statement per tailnet named (a batch is nearly always one
+        tailnet's): its keys' front tokens, each joined with the fed nodes
+        asked for and their tailnet, through indexed ``IN`` lists of padded
+        lengths (see :meth:`_in`). A token that is not there brings no row:
+        its requests are refused before a node would be looked at.
         """
         if len(keys) > MAX_JOINED_READ:
             raise ValueError(f"at most {MAX_JOINED_READ} keys per read")
         tokens: dict[int, FrontTokenRow] = {}
-        token_ids = sorted({k[0] for k in keys if 0 <= k[0] <= _INT64_MAX})
-        if token_ids:
-            where, params = self._in(token_ids)
-            for r in self.execute(
-                "SELECT token_id, tailnet, label, created, token_hash FROM front_tokens "
-                f"WHERE token_id {where}",
-                params,
-            ):
-                tokens[int(r[0])] = FrontTokenRow(
-                    int(r[0]), str(r[1]), str(r[2]), float(r[3]), bytes(r[4])
-                )
-        # Each fed node with its tailnet, joined (one snapshot). A node that
-        # is not there is refused before its tailnet would be looked at.
-        tailnets: dict[str, TailnetRow] = {}
         nodes: dict[tuple[str, int], NodeRow] = {}
-        by_tailnet: dict[str, set[int]] = {}
-        for _, name, front_id in keys:
-            by_tailnet.setdefault(name, set()).add(_signed64(front_id))
-        n = _NODE_COLUMN_COUNT
-        for name, ids in by_tailnet.items():
-            where, params = self._in(sorted(ids))
+        tailnets: dict[str, TailnetRow] = {}
+        wanted: dict[str, tuple[set[int], set[int]]] = {}
+        for token_id, name, front_id in keys:
+            if 0 <= token_id <= _INT64_MAX:
+                ids, fronts = wanted.setdefault(name, (set(), set()))
+                ids.add(token_id)
+                fronts.add(_signed64(front_id))
+        n, m = _NODE_COLUMN_COUNT, _NODE_COLUMN_COUNT + _TAILNET_COLUMN_COUNT
+        for name, (ids, fronts) in wanted.items():
+            in_tokens, token_params = self._in(sorted(ids))
+            in_fronts, front_params = self._in(sorted(fronts))
             for r in self.execute(
-                f"{_NODES_JOINED} WHERE n.tailnet = ? AND n.front_id {where}", [name, *params]
+                f"{_FRONT_CALLERS} n.tailnet = ? AND n.front_id {in_fronts} "
+                f"LEFT JOIN tailnets t ON t.name = n.tailnet WHERE f.token_id {in_tokens}",
+                [name, *front_params, *token_params],
             ):
-                node = _node_row(r[:n])
-                assert node.front_id is not None
-                nodes[(name, node.front_id)] = node
-                if r[n] is not None:
-                    tailnets[name] = _tailnet_row(r[n:])
+                tokens[int(r[m])] = FrontTokenRow(
+                    int(r[m]), str(r[m + 1]), str(r[m + 2]), float(r[m + 3]), bytes(r[m + 4])
+                )
+                if r[0] is not None:
+                    node = _node_row(r[:n])
+                    assert node.front_id is not None
+                    nodes[(name, node.front_id)] = node
+                    if r[n] is not None:
+                        tailnets[name] = _tailnet_row(r[n:m])
         return {
             k: (tokens.get(k[0]), nodes.get((k[1], _unsigned64(k[2]))), tailnets.get(k[1]))
             for k in keys
