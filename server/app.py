@@ -79,8 +79,10 @@ from tka.control.service import (
     KEPT_RPCS,
     RPCS,
     SMALL_BODY,
+    Caller,
     ControlService,
     JoinedRow,
+    KeptRow,
     NotKept,
     RequestContext,
 )
@@ -91,12 +93,11 @@ from tka.nlkeys import NLPublic
 from .logs import log_event, now_ms
 from .node_reads import ReadQueueFull, front_reads, node_reads
 
-__all__ = ["KEPT_BODY_MAX", "BodyLimits", "create_app", "parse_uint"]
+__all__ = ["KEPT_BODY_MAX", "BodyLimits", "answer_kept", "create_app", "parse_uint"]
 
 _INT64_MAX: Final = 2**63 - 1
 #: Bodies the event loop decodes itself (a poll or an offer is a few hundred
-#: bytes); a larger one (AUMs to verify, a long offer) is decoded on a
-#: worker thread, where it is answered anyway.
+#: bytes): see :func:`answer_kept`.
 KEPT_BODY_MAX: Final = 64 * 1024
 
 
@@ -183,6 +184,31 @@ async def _body(request: Request, limit: int, pace: BodyLimits) -> bytes:
             raise PayloadTooLarge(f"request body over the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def answer_kept(
+    service: ControlService,
+    request: tuple[str, Caller, bytes, dict[str, Any], RequestContext, KeptRow],
+    on_thread: Callable[[], Awaitable[Response]],
+) -> Response:
+    """A hot RPC's answer from memory (see ``ControlService.handle_kept``), else *on_thread*.
+
+    *request* is (path, caller, body, its parsed JSON, context, what the
+    caller was authenticated against). Only small bodies are decoded here,
+    on the event loop; a larger one (AUMs to verify, a long offer) goes to a
+    worker thread whole, where it is answered anyway.
+    """
+    path, caller, body, obj, ctx, kept = request
+    if len(body) <= KEPT_BODY_MAX:
+        try:
+            out = service.handle_kept(path, caller, obj, ctx, kept)
+        except NotKept:
+            pass  # not answered from memory: the store's turn, on a worker thread
+        else:
+            if isinstance(out, bytes):
+                return Response(out, media_type="application/json")
+            return _json(out)
+    return await on_thread()
 
 
 def _tailnet_param(request: Request) -> str:
@@ -287,16 +313,11 @@ def create_app(
                 ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
                 body = await _body_of(request, spec.body_limit)
                 obj = wire.parse_body(body)
-                if len(body) <= KEPT_BODY_MAX:
-                    try:
-                        out = service.handle_kept(path, token, obj, ctx, kept)
-                    except NotKept:
-                        pass  # not answered from memory: the store's turn, on a worker thread
-                    else:
-                        if isinstance(out, bytes):
-                            return Response(out, media_type="application/json")
-                        return _json(out)
-                return await on_thread(spec.handler, path, token, obj, ctx)
+                return await answer_kept(
+                    service,
+                    (path, token, body, obj, ctx, kept),
+                    lambda: on_thread(spec.handler, path, token, obj, ctx),
+                )
         known = service.token_recently_valid(token)
         if known is None:
             node = await run_in_threadpool(service.authenticate_node, token)

@@ -46,13 +46,12 @@ from tka.control.service import (
     SMALL_BODY,
     ControlService,
     FrontCaller,
-    NotKept,
     RequestContext,
 )
 from tka.control.service.front import MAX_WAIT
 from tka.control.store import FrontKey, FrontRow
 
-from .app import KEPT_BODY_MAX, _json, _token, _wrap, parse_uint
+from .app import _json, _token, _wrap, answer_kept, parse_uint
 from .node_reads import BatchedReads, ReadQueueFull
 
 __all__ = ["POLL_INTERVAL", "ChangeWaiter", "front_error", "front_routes"]
@@ -191,16 +190,11 @@ def front_routes(
         ctx.node_id = nid
         body = await body_of(request, RPCS[path].body_limit)
         obj = wire.parse_body(body)
-        if len(body) <= KEPT_BODY_MAX:
-            try:
-                out = service.handle_kept(path, caller, obj, ctx, kept)
-            except NotKept:
-                pass  # not answered from memory: the store's turn, on a worker thread
-            else:
-                if isinstance(out, bytes):
-                    return Response(out, media_type="application/json")
-                return _json(out)
-        return _json(await run_in_threadpool(service.front_relay, caller, rpc, obj, ctx))
+
+        async def on_thread() -> Response:
+            return _json(await run_in_threadpool(service.front_relay, caller, rpc, obj, ctx))
+
+        return await answer_kept(service, (path, caller, body, obj, ctx, kept), on_thread)
 
     async def state(request: Request, ctx: RequestContext) -> Response:
         caller = await front(request, ctx)

@@ -386,22 +386,19 @@ _NODE_COLS: Final = (
     "reported_head, created, updated, may_init, front_id"
 )
 
+#: A node's columns (``n.``) then its tailnet's (``t.``), for the joined reads.
+_NODE_THEN_TAILNET_COLS: Final = ", ".join(
+    [f"n.{c.strip()}" for c in _NODE_COLS.split(",")]
+    + [f"t.{c.strip()}" for c in _TAILNET_COLS.split(",")]
+)
 _NODES_JOINED: Final = (
-    "SELECT "
-    + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
-    + ", "
-    + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
-    + " FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet"
+    f"SELECT {_NODE_THEN_TAILNET_COLS} FROM nodes n LEFT JOIN tailnets t ON t.name = n.tailnet"
 )
 _NODES_WITH_TAILNET: Final = f"{_NODES_JOINED} WHERE n.node_id"
 #: :meth:`SQLTransaction.front_callers`' statement, up to the fed nodes' condition.
 _FRONT_CALLERS: Final = (
-    "SELECT "
-    + ", ".join(f"n.{c.strip()}" for c in _NODE_COLS.split(","))
-    + ", "
-    + ", ".join(f"t.{c.strip()}" for c in _TAILNET_COLS.split(","))
-    + ", f.token_id, f.tailnet, f.label, f.created, f.token_hash"
-    + " FROM front_tokens f LEFT JOIN nodes n ON"
+    f"SELECT {_NODE_THEN_TAILNET_COLS}, f.token_id, f.tailnet, f.label, f.created, "
+    "f.token_hash FROM front_tokens f LEFT JOIN nodes n ON"
 )
 _INT64_MAX: Final = 2**63 - 1
 _NODE_COLUMN_COUNT: Final = len(_NODE_COLS.split(","))

@@ -221,18 +221,10 @@ class Auth(ServiceBase):
         front token is :class:`Unauthenticated` (401); a valid one for
         another tailnet is :class:`Forbidden` (403).
         """
-        token_id, secret_part = _parse_front_token(token)
+        token_id = _parse_front_token(token)[0]
         with self.store.read() as txn:
             row = txn.front_token(token_id)
-        h = hash_token(secret_part)
-        ok = hmac.compare_digest(h, row.token_hash if row is not None else bytes(32))
-        if row is None or not ok:
-            raise Unauthenticated("invalid token")
-        if row.tailnet != tailnet:
-            raise Forbidden("this front token is for another tailnet")
-        if not 0 <= node_id <= _UINT64_MAX:
-            raise BadRequest("node ID: expected a whole number from 0 to 2^64-1")
-        return FrontCaller(tailnet, node_id, token_id, h)
+        return self.authenticate_front_kept(token, tailnet, node_id, (row, None, None))
 
     @contextmanager
     def _node_write(
