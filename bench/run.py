@@ -426,6 +426,7 @@ class _Fleet:
     seed: bytes
     head: bytes
     nodes: list[_BenchNode]
+    changes: int = 0
 
     @classmethod
     def build(cls, svc: Any, tailnet: str, n_nodes: int) -> _Fleet:
@@ -487,10 +488,15 @@ class _Fleet:
         return cls(tailnet, seed, genesis.hash, nodes)
 
     def change_head(self, srv: _BenchServer) -> bytes:
-        """One AUM (a key added) sent by the first node over HTTP; the new head."""
+        """One AUM (a key added) sent by the first node over HTTP; the new head.
+
+        :attr:`head` stays the old one (the caller syncs nodes from it).
+        """
         import base64
 
-        new_key = Key.ed25519(ed25519.public_from_seed(hashlib.sha256(b"tka bench key 2").digest()))
+        self.changes += 1
+        label = b"tka bench key %d" % (self.changes + 1)
+        new_key = Key.ed25519(ed25519.public_from_seed(hashlib.sha256(label).digest()))
         update = AUM(AUMKind.ADD_KEY, prev_aum_hash=self.head, key=new_key)
         update = update.with_signatures(Signer((self.seed,)).sign_aum(update.sig_hash))
         first = self.nodes[0]
@@ -1304,7 +1310,15 @@ class Suite:
 
     def server(self) -> None:
         engines = ("sqlite", "postgres")
-        kinds = ("map", "map-poll", "sync-offer", "bootstrap", "front-sync-offer", "catch-up")
+        kinds = (
+            "map",
+            "map-poll",
+            "sync-offer",
+            "bootstrap",
+            "front-sync-offer",
+            "catch-up",
+            "front-catch-up",
+        )
         names = {(e, k): f"Server/{k}-10000/{e}" for e in engines for k in kinds}
         if not any(self.want(n) for n in names.values()):
             return
@@ -1414,6 +1428,9 @@ class Suite:
             name = wanted.get("catch-up")
             if name is not None:
                 self._catch_up(name, srv, fleet, conns, engine)
+            name = wanted.get("front-catch-up")
+            if name is not None:
+                self._catch_up(name, srv, fleet, conns, engine, front_token)
 
     def _map_polls(
         self, srv: _BenchServer, url: str, fleet: _Fleet, sample: list[_BenchNode]
@@ -1431,28 +1448,39 @@ class Suite:
         return polls
 
     def _catch_up(
-        self, name: str, srv: _BenchServer, fleet: _Fleet, conns: int, engine: str
+        self,
+        name: str,
+        srv: _BenchServer,
+        fleet: _Fleet,
+        conns: int,
+        engine: str,
+        front_token: str | None = None,
     ) -> None:
         # One head change, then every node syncs as Tailscale's client does:
         # sync/offer from its old head (the answer carries the AUM it lacks),
-        # then sync/send reporting its new head.
+        # then sync/send reporting its new head. With *front_token*, every
+        # request is relayed by a front (a patched Headscale) for a fed node.
         new_head = fleet.change_head(srv)
         old = hash_to_text(fleet.head)
-        offers = [
-            srv.request(
-                "/machine/tka/sync/offer",
-                n.token,
-                {"NodeKey": n.key_text, "Head": old, "Ancestors": []},
+        fleet.head = new_head
+
+        def request(rpc: str, i: int, n: _BenchNode, body: dict[str, Any]) -> bytes:
+            doc = {"NodeKey": n.key_text, **body}
+            if front_token is None:
+                return srv.request(f"/machine/tka/{rpc}", n.token, doc)
+            return srv.request(
+                f"/front/v1/tailnets/{fleet.tailnet}/machine/tka/{rpc}",
+                front_token,
+                doc,
+                f"Tka-Node-Id: {i + 1}\r\n",  # node i was fed as i + 1 (see _Fleet.build)
             )
-            for n in fleet.nodes
-        ]
+
+        # The first node was registered, not fed: it syncs in token mode only.
+        nodes = list(enumerate(fleet.nodes))[1 if front_token else 0 :]
+        offers = [request("sync/offer", i, n, {"Head": old, "Ancestors": []}) for i, n in nodes]
+        new_text = hash_to_text(new_head)
         sends = [
-            srv.request(
-                "/machine/tka/sync/send",
-                n.token,
-                {"NodeKey": n.key_text, "Head": hash_to_text(new_head), "MissingAUMs": []},
-            )
-            for n in fleet.nodes
+            request("sync/send", i, n, {"Head": new_text, "MissingAUMs": []}) for i, n in nodes
         ]
         assert srv.answer_size(offers[1]) > 0
         t0 = time.perf_counter()
@@ -1470,8 +1498,9 @@ class Suite:
             None,
             limit,
             Target(absolute=10.0),
-            note=f"`tka serve` ({engine}): after one head change, all {len(fleet.nodes)} nodes "
-            f"sync as Tailscale's client does: sync/offer from the old head (each answer "
+            note=f"`tka serve` ({engine}): after one head change, all {len(nodes)} nodes "
+            + ("(each relayed by a front: front token, Tka-Node-Id) " if front_token else "")
+            + "sync as Tailscale's client does: sync/offer from the old head (each answer "
             f"carries the AUM the node lacks), then sync/send reporting the new head; "
             f"{conns} connections; one run (it moves the state); the offers took "
             f"{offers_s:.1f} s, the sends {took - offers_s:.1f} s; limit = as many "

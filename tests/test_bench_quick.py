@@ -41,7 +41,15 @@ WORKLOADS = [
     *(
         f"Server/{kind}-10000/{engine}"
         for engine in ("sqlite", "postgres")
-        for kind in ("map", "map-poll", "sync-offer", "bootstrap", "front-sync-offer", "catch-up")
+        for kind in (
+            "map",
+            "map-poll",
+            "sync-offer",
+            "bootstrap",
+            "front-sync-offer",
+            "catch-up",
+            "front-catch-up",
+        )
     ),
     "CLI/version-startup",
     "CLI/status-startup",
