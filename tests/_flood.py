@@ -22,14 +22,12 @@ import http.client
 import json
 import os
 import resource
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from _server_harness import mint_admin, tka_command
+from _server_harness import ServerProcess, mint_admin
 
 __all__ = ["Flood", "LimitedServer", "honest_request", "wait_for"]
 
@@ -45,67 +43,22 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bo
         time.sleep(step)
 
 
-class LimitedServer:
-    """``tka serve`` with ``RLIMIT_NOFILE`` = *nofile* (soft = hard), stderr to a file."""
+class LimitedServer(ServerProcess):
+    """``tka serve`` on SQLite with ``RLIMIT_NOFILE`` = *nofile* (soft = hard); an admin token."""
 
     def __init__(self, workdir: str, nofile: int, extra_args: Iterable[str] = ()) -> None:
-        self.workdir = workdir
+        super().__init__(f"sqlite:///{workdir}/control.db", workdir, extra_args=tuple(extra_args))
         self.nofile = nofile
-        self.extra_args = tuple(extra_args)
-        self.store_url = f"sqlite:///{workdir}/control.db"
-        self.log_path = os.path.join(workdir, "server.log")
-        self.port_file = os.path.join(workdir, "server.port")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
         self.admin_token = ""
+        self.child_setup = self._limit
 
     def _limit(self) -> None:  # runs in the child, before exec
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self, timeout: float = 30.0) -> LimitedServer:
         self.admin_token = mint_admin(self.store_url)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    *tka_command(),
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--store",
-                    self.store_url,
-                    "--port-file",
-                    self.port_file,
-                    *self.extra_args,
-                ],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=self._limit,
-            )
-        finally:
-            log.close()
-        ok = wait_for(self._healthy, timeout, 0.05)
-        if not ok:
-            self.kill()
-            raise RuntimeError(f"tka serve did not become healthy: {self.log_bytes()[-3000:]!r}")
+        super().start(timeout)
         return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"tka serve exited: {self.log_bytes()[-3000:]!r}")
-        try:
-            with open(self.port_file, encoding="ascii") as f:
-                self.port = int(f.read().strip())
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/healthz")
-                return conn.getresponse().status == 200
-            finally:
-                conn.close()
-        except (OSError, ValueError):
-            return False
 
     def open_fds(self) -> int:
         """How many descriptors the server process holds now."""
@@ -126,33 +79,6 @@ class LimitedServer:
             if line.strip():
                 out.append(json.loads(line))
         return out
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def __enter__(self) -> LimitedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.stop()
 
 
 class Flood:

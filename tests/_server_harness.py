@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["PostgresProvider", "ServerProcess", "find_pg_bin", "tka_command"]
@@ -55,6 +56,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.starts = 0
+        #: Runs in the child before exec (e.g. to lower a resource limit).
+        self.child_setup: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -88,6 +91,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=self.child_setup,
             )
         finally:
             log.close()
