@@ -28,7 +28,7 @@ from tka import ed25519
 from tka.aum import AUM
 from tka.authority import Authority, Signer
 from tka.control.service import ControlService, FrontCaller, RequestContext
-from tka.control.store import open_store
+from tka.control.store import NodeRow, open_store
 from tka.key import Key
 from tka.nlkeys import NLPublic, NodePublic
 from tka.sig import sign_direct
@@ -624,9 +624,22 @@ def test_a_version_2_store_is_upgraded(store_url: str, tmp_path: Path) -> None:
 # -- cost -----------------------------------------------------------------------------------------
 
 
-def test_state_with_10000_signatures_is_quick(tmp_path: Path) -> None:
-    from tka.control.store import NodeRow
+def _insert_fed_signed(txn: Any, seed: bytes, front_id: int) -> None:
+    """A node fed to tailnet t as *front_id*, signed by *seed*, written straight to the store."""
+    k = nodekey()
+    txn.insert_node(
+        NodeRow(
+            node_id=0,
+            tailnet="t",
+            node_key=k,
+            token_hash=b"",
+            signature=sign_direct(seed, k).to_bytes(),
+            front_id=front_id,
+        )
+    )
 
+
+def test_state_with_10000_signatures_is_quick(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/c.db"
     store = open_store(url)
     try:
@@ -636,17 +649,7 @@ def test_state_with_10000_signatures_is_quick(tmp_path: Path) -> None:
         seed = ed25519.generate_seed()
         with store.write("t") as txn:
             for i in range(1, 10_001):
-                k = nodekey()
-                txn.insert_node(
-                    NodeRow(
-                        node_id=0,
-                        tailnet="t",
-                        node_key=k,
-                        token_hash=b"",
-                        signature=sign_direct(seed, k).to_bytes(),
-                        front_id=i,
-                    )
-                )
+                _insert_fed_signed(txn, seed, i)
     finally:
         store.close()
     with ServerProcess(url, str(tmp_path)) as server:
@@ -657,17 +660,7 @@ def test_state_with_10000_signatures_is_quick(tmp_path: Path) -> None:
                 more = open_store(url)
                 try:
                     with more.write("t") as txn:
-                        k = nodekey()
-                        txn.insert_node(
-                            NodeRow(
-                                node_id=0,
-                                tailnet="t",
-                                node_key=k,
-                                token_hash=b"",
-                                signature=sign_direct(seed, k).to_bytes(),
-                                front_id=20_000 + i,
-                            )
-                        )
+                        _insert_fed_signed(txn, seed, 20_000 + i)
                 finally:
                     more.close()
             start = time.perf_counter()
@@ -773,8 +766,6 @@ def test_a_long_poll_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
 
 def test_the_batched_read_of_relayed_callers_matches_one_read_each(store_url: str) -> None:
     """``front_callers`` answers each key as the single reads would, whatever the batch mixes."""
-    from tka.control.store import open_store
-
     store = open_store(store_url)
     try:
         svc = ControlService(store)

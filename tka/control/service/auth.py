@@ -53,6 +53,18 @@ def _parse_front_token(token: str | None) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+def _token_node(secret_part: str, node: NodeRow | None) -> NodeRow:
+    """*node* if a node token's secret part is its token, else :class:`Unauthenticated`.
+
+    The hashes are compared in constant time, and an unknown node (``None``)
+    costs the same as a wrong secret.
+    """
+    stored = node.token_hash if node is not None else bytes(32)
+    if not hmac.compare_digest(hash_token(secret_part), stored) or node is None:
+        raise Unauthenticated("invalid token")
+    return node
+
+
 class Auth(ServiceBase):
     """Authentication of callers, and a node's write transaction."""
 
@@ -67,12 +79,7 @@ class Auth(ServiceBase):
         if isinstance(token, FrontCaller):
             return Auth._auth_front_node(txn, token, node_key, ctx, key_field)
         node_id, secret_part = _parse_token(token, _NODE_TOKEN_PREFIX)
-        node = txn.node(node_id)
-        # Compare hashes in constant time; an unknown node costs the same.
-        stored = node.token_hash if node is not None else bytes(32)
-        ok = hmac.compare_digest(hash_token(secret_part), stored)
-        if node is None or not ok:
-            raise Unauthenticated("invalid token")
+        node = _token_node(secret_part, txn.node(node_id))
         ctx.tailnet, ctx.node_id = node.tailnet, node.node_id
         if node_key is None or node_key.raw != node.node_key:
             raise Forbidden(f"{key_field} is not the node key registered for this node")
@@ -142,13 +149,9 @@ class Auth(ServiceBase):
         """
         node_id, secret_part = _parse_token(token, _NODE_TOKEN_PREFIX)
         node = kept[0]
-        if node is not None and node.node_id != node_id:
-            node = None
-        stored = node.token_hash if node is not None else bytes(32)
-        ok = hmac.compare_digest(hash_token(secret_part), stored)
-        if node is None or not ok:
-            raise Unauthenticated("invalid token")
-        return node
+        return _token_node(
+            secret_part, node if node is not None and node.node_id == node_id else None
+        )
 
     @staticmethod
     def front_read_key(token: str | None, tailnet: str, node_id: int) -> FrontKey | None:
@@ -199,11 +202,8 @@ class Auth(ServiceBase):
         """
         node_id, secret_part = _parse_token(token, _NODE_TOKEN_PREFIX)
         with self.store.read() as txn:
-            node = txn.node(node_id)
-        stored = node.token_hash if node is not None else bytes(32)
-        ok = hmac.compare_digest(hash_token(secret_part), stored)
-        if node is None or not ok:
-            raise Unauthenticated("invalid token")
+            found = txn.node(node_id)
+        node = _token_node(secret_part, found)
         assert token is not None
         key = hashlib.sha256(token.encode("ascii")).digest()
         with self._lock:
